@@ -1,0 +1,119 @@
+"""Training pairs: random crops of real photos, degraded on the fly by a base codec."""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def find_images(roots: list[Path]) -> list[Path]:
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.append(root)
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such file or directory")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            found.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise FileNotFoundError(f"no images under {', '.join(map(str, roots))}")
+    return found
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+@dataclass(frozen=True)
+class JpegDegradation:
+    """Pillow (libjpeg-turbo) JPEG at a spread of qualities and both chroma modes.
+
+    Low qualities are over-sampled because that is where an enhancer earns its keep;
+    a share of greyscale encodes teaches the model single-channel JPEGs too.
+    """
+
+    quality_min: int = 5
+    quality_max: int = 90
+    low_quality_max: int = 40
+    low_quality_share: float = 0.6
+    subsampling_420_share: float = 0.6
+    greyscale_share: float = 0.08
+
+    def sample_rate(self, rng: np.random.Generator) -> int:
+        if rng.random() < self.low_quality_share:
+            return int(rng.integers(self.quality_min, self.low_quality_max + 1))
+        return int(rng.integers(self.quality_min, self.quality_max + 1))
+
+    def degrade(self, image: np.ndarray, quality: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (target, decoded), both uint8 HxWx3; greyscale makes both grey."""
+        if rng.random() < self.greyscale_share:
+            grey = Image.fromarray(image).convert("L")
+            target = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
+            pil, options = grey, {}
+        else:
+            target = image
+            pil = Image.fromarray(image)
+            options = {"subsampling": 2 if rng.random() < self.subsampling_420_share else 0}
+        buffer = io.BytesIO()
+        pil.save(buffer, format="JPEG", quality=quality, **options)
+        with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
+            return target, np.asarray(decoded.convert("RGB"))
+
+
+DEGRADATIONS = {"jpeg": JpegDegradation}
+
+
+class CropSampler:
+    """Holds decoded training photos in memory and draws degraded crop batches."""
+
+    def __init__(self, paths: list[Path], crop: int, degradation, seed: int = 0):
+        self.crop = crop
+        self.degradation = degradation
+        self.images = []
+        for path in paths:
+            image = load_rgb(path)
+            if min(image.shape[:2]) >= crop:
+                self.images.append(image)
+        if not self.images:
+            raise ValueError(f"no training image is at least {crop} px on its shorter side")
+        areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
+        # Sample images by the square root of their area: large photos give more
+        # distinct crops, but should not drown out the small ones.
+        weights = np.sqrt(areas)
+        self.weights = weights / weights.sum()
+        self.rng = np.random.default_rng(seed)
+
+    def set_state(self, seed: int, step: int) -> None:
+        """Reseed so a resumed run draws different batches from the ones already seen."""
+        self.rng = np.random.default_rng([seed, step])
+
+    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Returns (targets, decoded, rates): uint8 Nx crop x crop x3 twice, and int rates."""
+        rng, crop = self.rng, self.crop
+        targets, decoded, rates = [], [], []
+        for index in rng.choice(len(self.images), size=size, p=self.weights):
+            image = self.images[index]
+            y = int(rng.integers(0, image.shape[0] - crop + 1))
+            x = int(rng.integers(0, image.shape[1] - crop + 1))
+            patch = image[y : y + crop, x : x + crop]
+            patch = np.rot90(patch, k=int(rng.integers(4)))
+            if rng.random() < 0.5:
+                patch = patch[:, ::-1]
+            patch = np.ascontiguousarray(patch)
+            rate = self.degradation.sample_rate(rng)
+            target, dec = self.degradation.degrade(patch, rate, rng)
+            targets.append(target)
+            decoded.append(dec)
+            rates.append(rate)
+        return np.stack(targets), np.stack(decoded), np.array(rates)

@@ -1,0 +1,38 @@
+"""Enhancers: models that restore what a base codec removed.
+
+The built-in enhancer is DIRAC; one trained bundle per codec family is listed in
+weights.lock and resolved through `enhance.weights` (the repo, the cache, a mirror,
+then upstream).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import EnhanceError
+
+# codec family -> weights.lock bundle of its default DIRAC model
+DEFAULT_BUNDLES = {"jpeg": "dirac-jpeg"}
+
+
+def bundle_directory(codec: str) -> Path:
+    """The directory holding the default bundle for `codec`, resolved through weights.lock."""
+    from .. import weights
+
+    if codec not in DEFAULT_BUNDLES:
+        raise EnhanceError(f"no trained enhancer for codec {codec!r}; trained: {', '.join(sorted(DEFAULT_BUNDLES))}")
+    bundle = DEFAULT_BUNDLES[codec]
+    config = weights.resolve(bundle, "config.json")
+    weights.resolve(bundle, "model.safetensors")
+    return config.parent
+
+
+def load_enhancer(codec: str = "jpeg", *, bundle: Path | None = None, device=None, dtype=None, tile: int | None = None):
+    """A ready `DiracEnhancer`: the default trained bundle for `codec`, or the bundle directory given."""
+    from .dirac import DiracEnhancer
+
+    directory = Path(bundle) if bundle is not None else bundle_directory(codec)
+    enhancer = DiracEnhancer.from_directory(directory, device=device, dtype=dtype, tile=tile)
+    if enhancer.codec != codec:
+        raise EnhanceError(f"{directory}: this enhancer was trained for {enhancer.codec!r}, not {codec!r}")
+    return enhancer

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ..enhancers.dirac.config import DiracConfig
-from ..enhancers.dirac.model import DiracUNet
-from ..enhancers.dirac.pipeline import DiracPipeline
+from ..enhancers.dirac.model import DiracUNet, DiracUNetConfig
+from ..enhancers.dirac.pipeline import DiracPipeline, load_state_dict_strict
 from ..enhancers.dirac.scheduler import LateStartDDIM
 from .data import DEGRADATIONS, CropSampler, find_images, load_rgb
 
@@ -48,6 +48,10 @@ class TrainOptions:
     checkpoint_every: int = 250
     val_quality: int = 10
     val_images: int = 12
+    model: DiracUNetConfig | None = None
+    # Without a checkpoint in `out`, start from these bundle weights (fresh optimiser):
+    # how a run continues on a machine that kept only the committed bundle.
+    init_from: Path | None = None
 
 
 def _atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -159,7 +163,7 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
     if options.codec not in DEGRADATIONS:
         raise ValueError(f"no training degradation for codec {options.codec!r}; known: {sorted(DEGRADATIONS)}")
     degradation = DEGRADATIONS[options.codec]()
-    config = DiracConfig(codec=options.codec)
+    config = DiracConfig(codec=options.codec, model=options.model or DiracUNetConfig())
     model = DiracUNet(config.model)
     ema = DiracUNet(config.model)
     ema.load_state_dict(model.state_dict())
@@ -169,6 +173,13 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
     if checkpoint.exists():
         step, config = load_checkpoint(checkpoint, model, ema, optimizer)
         log(f"resumed from {checkpoint} at step {step}")
+    elif options.init_from is not None:
+        config = DiracConfig.load(Path(options.init_from) / "config.json")
+        model = DiracUNet(config.model)
+        load_state_dict_strict(model, Path(options.init_from) / "model.safetensors")
+        ema = _copy_for_eval(model, config)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
+        log(f"initialised from {options.init_from}")
     model.to(device, memory_format=torch.channels_last)
     ema.to(device)
     for state in optimizer.state.values():

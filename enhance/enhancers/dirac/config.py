@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...errors import EnhanceError
 from .model import DiracUNetConfig
 from .scheduler import ScheduleConfig
 
@@ -20,7 +21,7 @@ FORMAT = "enhance.dirac"
 FORMAT_VERSION = 1
 
 
-class BundleError(ValueError):
+class BundleError(EnhanceError, ValueError):
     """A DIRAC bundle that cannot be used, with the path and the reason."""
 
 

@@ -76,24 +76,33 @@ class DiracPipeline:
         as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         return as_tensor(lower), as_tensor(upper)
 
-    @torch.no_grad()
-    def residual(
-        self,
-        decoded: torch.Tensor,
-        noise: torch.Tensor,
-        rate: float | None,
-        steps: int,
-    ) -> torch.Tensor:
+    def residual(self, decoded: torch.Tensor, noise: torch.Tensor, rate: float | None, steps: int) -> torch.Tensor:
         """Predicted residual (image units, [-1, 1] scale) for decoded images in [-1, 1].
 
         `noise` is standard normal of the same shape; it is the only randomness, so the
         caller controls determinism (and tiles can share one noise field).
         """
-        self.check_steps(steps)
+        return self.residuals(decoded, noise, rate, [steps])[0]
+
+    @torch.no_grad()
+    def residuals(
+        self,
+        decoded: torch.Tensor,
+        noise: torch.Tensor,
+        rate: float | None,
+        stops: list[int],
+    ) -> list[torch.Tensor]:
+        """Residual predictions after each of `stops` steps of one sampling trajectory.
+
+        Early stopping returns the x0 prediction of the step it stops at, so every stop
+        of one trajectory comes from a single run of max(stops) steps.
+        """
+        for steps in stops:
+            self.check_steps(steps)
         cfg = self.config
-        if (rate is None) != (cfg.rate is None):
-            if cfg.rate is not None:
-                raise ValueError(f"this model needs the base codec's rate ({cfg.rate.name})")
+        if cfg.rate is not None and rate is None:
+            raise ValueError(f"this model needs the base codec's rate ({cfg.rate.name})")
+        if cfg.rate is None:
             rate = None
         batch = decoded.shape[0]
         rate_input = None
@@ -101,13 +110,16 @@ class DiracPipeline:
             rate_input = torch.full((batch,), cfg.rate.normalise(rate), device=self.device)
         clip = self._clip_range(rate)
         decoded = decoded.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
-        sample = (noise.to(self.device, torch.float32) * self.schedule.initial_noise_scale())
-        prediction = sample
-        for timestep in self.schedule.timesteps[:steps]:
+        sample = noise.to(self.device, torch.float32) * self.schedule.initial_noise_scale()
+        results = {}
+        for index, timestep in enumerate(self.schedule.timesteps[: max(stops)], start=1):
             t = torch.full((batch,), int(timestep), device=self.device)
             model_input = sample.to(self.dtype).contiguous(memory_format=torch.channels_last)
             prediction = self.model(model_input, decoded, t, rate_input).float()
             if clip is not None:
                 prediction = torch.maximum(torch.minimum(prediction, clip[1]), clip[0])
-            sample = self.schedule.step(prediction, timestep, sample)
-        return prediction / cfg.residual_scale
+            if index in stops:
+                results[index] = prediction / cfg.residual_scale
+            if index < max(stops):
+                sample = self.schedule.step(prediction, timestep, sample)
+        return [results[steps] for steps in stops]

@@ -1,0 +1,289 @@
+import io
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import load_file, save_file
+
+from conftest import TINY_MODEL, make_tiny_bundle, natural_image
+from enhance.consistency import project_to_jpeg, read_coefficients
+from enhance.enhancement import enhance_pixels
+from enhance.enhancers import load_enhancer
+from enhance.enhancers.dirac import (
+    BundleError,
+    DiracConfig,
+    DiracUNet,
+    DiracUNetConfig,
+    LateStartDDIM,
+    ScheduleConfig,
+)
+from enhance.errors import BadInput, EnhanceError
+from enhance.train.loop import TrainOptions, train
+from enhance.train.thresholds import write_thresholds
+
+
+def psnr(a, b):
+    return 10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+
+
+def jpeg_bytes(image, quality, subsampling=2):
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=subsampling)
+    return buffer.getvalue()
+
+
+def decode(data):
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+# --- model and schedule -------------------------------------------------------
+
+
+def test_model_predicts_a_residual_of_the_input_shape():
+    torch.manual_seed(0)
+    model = DiracUNet(TINY_MODEL)
+    x = torch.randn(2, 3, 32, 48)
+    out = model(x, x, torch.tensor([0, 199]), torch.tensor([0.1, 0.9]))
+    assert out.shape == x.shape
+
+
+def test_model_rejects_sizes_off_its_grid():
+    model = DiracUNet(TINY_MODEL)
+    x = torch.randn(1, 3, 30, 48)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        model(x, x, torch.tensor([5]), torch.tensor([0.5]))
+
+
+def test_model_config_round_trips_and_is_strict():
+    config = DiracUNetConfig(channels=(8, 16, 32), blocks=(1, 2, 1))
+    assert DiracUNetConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+    with pytest.raises(ValueError, match="unknown"):
+        DiracUNetConfig.from_dict({**config.to_dict(), "attention": True})
+    with pytest.raises(ValueError):
+        DiracUNetConfig.from_dict({**config.to_dict(), "blocks": [1]})
+
+
+def test_schedule_starts_late_and_walks_down_evenly():
+    schedule = LateStartDDIM(ScheduleConfig())
+    assert [int(t) for t in schedule.timesteps] == list(range(199, 0, -10))
+    alpha_bar = float(schedule.alphas_cumprod[199])
+    assert schedule.initial_noise_scale() == pytest.approx((1 - alpha_bar) ** 0.5)
+    assert 0.55 < schedule.initial_noise_scale() < 0.65  # linear betas: 20% of the schedule
+    short = LateStartDDIM(ScheduleConfig(t_start=200, schedule_steps=4))
+    assert [int(t) for t in short.timesteps] == [199, 149, 99, 49]
+    with pytest.raises(ValueError):
+        ScheduleConfig.from_dict({"t_start": 200, "schedule_steps": 7})
+
+
+def test_ddim_step_with_a_perfect_prediction_recovers_the_residual():
+    schedule = LateStartDDIM(ScheduleConfig(schedule_steps=4))
+    residual = torch.randn(1, 3, 8, 8)
+    noise = torch.randn(1, 3, 8, 8)
+    sample = schedule.add_noise(residual, noise, schedule.timesteps[:1])
+    for timestep in schedule.timesteps:
+        sample = schedule.step(residual, timestep, sample)
+    assert torch.allclose(sample, residual, atol=1e-5)
+
+
+# --- bundles ----------------------------------------------------------------------
+
+
+def test_bundle_config_is_read_strictly(tiny_bundle):
+    path = tiny_bundle / "config.json"
+    data = json.loads(path.read_text())
+    assert DiracConfig.from_dict(data).model == TINY_MODEL
+    for bad in ({**data, "version": 2}, {**data, "extra": 1}, {**data, "format": "other"}, {**data, "default_steps": 99}):
+        path.write_text(json.dumps(bad))
+        with pytest.raises(BundleError, match="config.json"):
+            DiracConfig.load(path)
+    path.write_text("{not json")
+    with pytest.raises(BundleError, match="config.json"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+
+
+def test_bundle_weights_are_loaded_strictly(tiny_bundle):
+    weights = tiny_bundle / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(iter(state))
+    save_file({k: v for k, v in state.items() if k != name}, str(weights))
+    with pytest.raises(BundleError, match="missing"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+    save_file({**state, name: torch.zeros(3)}, str(weights))
+    with pytest.raises(BundleError, match="shape"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+    weights.write_bytes(b"\x80\x04pickle-looking bytes")
+    with pytest.raises(BundleError, match="safetensors"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+
+
+def test_enhancer_refuses_a_model_trained_for_another_codec(tiny_bundle):
+    config = DiracConfig.load(tiny_bundle / "config.json")
+    replace(config, codec="webp").save(tiny_bundle / "config.json")
+    with pytest.raises(EnhanceError, match="trained for 'webp'"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+
+
+# --- enhancement ------------------------------------------------------------------
+
+
+def test_enhancement_is_deterministic_and_seeded(tiny_bundle):
+    image = natural_image(33, 47)
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    first = enhancer.enhance(image, rate=20, steps=3, seed=7)
+    assert first.shape == image.shape and first.dtype == np.uint8
+    again = load_enhancer("jpeg", bundle=tiny_bundle).enhance(image, rate=20, steps=3, seed=7)
+    assert np.array_equal(first, again)
+    other = enhancer.enhance(image, rate=20, steps=3, seed=8)
+    assert not np.array_equal(first, other)
+
+
+def test_early_stops_of_one_trajectory_match_separate_runs(tiny_bundle):
+    image = natural_image(40, 56, seed=1)
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    stops = enhancer.enhance_stops(image, rate=30, stops=[1, 4], seed=3)
+    assert np.array_equal(stops[1], enhancer.enhance(image, rate=30, steps=1, seed=3))
+    assert np.array_equal(stops[4], enhancer.enhance(image, rate=30, steps=4, seed=3))
+    assert not np.array_equal(stops[1], stops[4])
+    with pytest.raises(ValueError, match="1..20"):
+        enhancer.enhance(image, rate=30, steps=21)
+
+
+def test_tiles_blend_without_seams(tiny_bundle):
+    image = natural_image(200, 333, seed=2)
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    whole = enhancer.enhance(image, rate=20, steps=3, seed=1).astype(int)
+    enhancer.tile = 96
+    tiled = enhancer.enhance(image, rate=20, steps=3, seed=1).astype(int)
+    assert np.abs(whole - tiled).max() <= 2
+    assert np.abs(whole - tiled).mean() < 0.05
+
+
+def test_rate_dependent_thresholds_bound_the_residual(tiny_bundle):
+    config = DiracConfig.load(tiny_bundle / "config.json")
+    narrow = replace(config.thresholds, lower=((-0.02,) * 3,) * 3, upper=((0.02,) * 3,) * 3)
+    replace(config, thresholds=narrow).save(tiny_bundle / "config.json")
+    image = natural_image(48, 64)
+    out = load_enhancer("jpeg", bundle=tiny_bundle).enhance(image, rate=10, steps=2).astype(int)
+    bound = 0.02 / config.residual_scale * 127.5
+    assert np.abs(out - image).max() <= np.ceil(bound) + 1
+    lower, upper = config.thresholds.at(27.5)
+    assert np.allclose(lower, -0.75) and np.allclose(upper, 0.75)  # halfway between rates 5 and 50
+
+
+def test_rate_conditioned_model_needs_a_rate(tiny_bundle):
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    with pytest.raises(ValueError, match="rate"):
+        enhancer.enhance(natural_image(32, 32), rate=None)
+
+
+def test_jpeg_rate_comes_from_the_file(tiny_bundle, monkeypatch):
+    image = natural_image(48, 64)
+    data = jpeg_bytes(image, 23)
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    seen = {}
+    original = enhancer.enhance
+
+    def spy(decoded, *, rate, steps=None, seed=0):
+        seen["rate"] = rate
+        return original(decoded, rate=rate, steps=steps, seed=seed)
+
+    monkeypatch.setattr(enhancer, "enhance", spy)
+    enhance_pixels(decode(data), jpeg_bytes=data, enhancer=enhancer, steps=1)
+    assert seen["rate"] == pytest.approx(23, abs=0.5)
+
+
+# --- JPEG consistency -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("subsampling", [0, 1, 2])
+def test_projection_reencodes_to_the_files_coefficients(subsampling):
+    original = natural_image(133, 201)
+    data = jpeg_bytes(original, 30, subsampling)
+    decoded = decode(data)
+    rng = np.random.default_rng(0)
+    perturbed = np.clip(decoded + rng.normal(0, 6, decoded.shape), 0, 255).astype(np.uint8)
+    projected = project_to_jpeg(perturbed, data)
+    buffer = io.BytesIO()
+    qtables = Image.open(io.BytesIO(data)).quantization
+    Image.fromarray(projected).save(buffer, format="JPEG", qtables=qtables, subsampling=subsampling)
+    source, again = read_coefficients(data), read_coefficients(buffer.getvalue())
+    for a, b in ((source.Y, again.Y), (source.Cb, again.Cb), (source.Cr, again.Cr)):
+        assert np.mean(a == b) > 0.995
+    # Projection onto a convex set holding the original cannot move away from it.
+    assert psnr(original, projected) >= psnr(original, perturbed) - 0.05
+
+
+def test_projection_handles_greyscale_and_rejects_mismatches():
+    grey = natural_image(40, 56)[..., 0]
+    buffer = io.BytesIO()
+    Image.fromarray(grey).save(buffer, format="JPEG", quality=20)
+    data = buffer.getvalue()
+    decoded = np.repeat(np.asarray(Image.open(io.BytesIO(data)))[..., None], 3, axis=2)
+    projected = project_to_jpeg(decoded, data)
+    assert np.array_equal(projected[..., 0], projected[..., 1])
+    assert np.abs(projected.astype(int) - decoded).max() <= 2
+    with pytest.raises(BadInput, match="40"):
+        project_to_jpeg(decoded[:32], data)
+    cmyk = io.BytesIO()
+    Image.fromarray(natural_image(16, 16)).convert("CMYK").save(cmyk, format="JPEG")
+    with pytest.raises(BadInput, match="YCbCr"):
+        project_to_jpeg(natural_image(16, 16), cmyk.getvalue())
+    with pytest.raises(BadInput):
+        project_to_jpeg(decoded, data[: len(data) // 3])
+
+
+def test_consistent_enhancement_keeps_the_files_evidence(tiny_bundle):
+    data = jpeg_bytes(natural_image(64, 80), 15)
+    decoded = decode(data)
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    free = enhance_pixels(decoded, jpeg_bytes=data, enhancer=enhancer, steps=2)
+    consistent = enhance_pixels(decoded, jpeg_bytes=data, enhancer=enhancer, steps=2, consistent=True)
+    assert not np.array_equal(free, consistent)
+    with pytest.raises(BadInput, match="JPEG"):
+        enhance_pixels(decoded, jpeg_bytes=None, enhancer=enhancer, rate=15, consistent=True)
+
+
+# --- training ---------------------------------------------------------------------
+
+
+@pytest.fixture
+def photo_folder(tmp_path):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for seed in range(3):
+        Image.fromarray(natural_image(80, 96, seed=seed)).save(folder / f"p{seed}.png")
+    return folder
+
+
+def test_training_checkpoints_resumes_and_writes_a_loadable_bundle(photo_folder, tmp_path):
+    out = tmp_path / "run"
+    options = TrainOptions(
+        codec="jpeg", data=[photo_folder], val=[photo_folder], out=out, steps=3, batch=2, crop=32,
+        log_every=1, val_every=3, checkpoint_every=2, val_images=1, model=TINY_MODEL, device="cpu",
+    )
+    messages = []
+    bundle = train(options, log=messages.append)
+    log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r] == [1, 2, 3]
+    assert any("val" in r for r in log)
+    assert (out / "checkpoint.safetensors").read_bytes()[:8] != b"\x80\x04\x95"[:8]
+    train(replace(options, steps=5), log=messages.append)
+    assert any("resumed" in m and "step 3" in m for m in messages)
+    log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "loss" in r][-2:] == [4, 5]
+    enhancer = load_enhancer("jpeg", bundle=bundle)
+    assert enhancer.enhance(natural_image(33, 47), rate=50, steps=1).shape == (33, 47, 3)
+
+
+def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):
+    table = write_thresholds(tiny_bundle, [photo_folder], crops_per_rate=8, crop=32)
+    stored = DiracConfig.load(tiny_bundle / "config.json").thresholds
+    assert stored == table
+    lower, upper = np.asarray(table.lower), np.asarray(table.upper)
+    assert (lower < 0).all() and (upper > 0).all()
+    # Coarser quantization leaves larger residuals.
+    assert (upper[0] - lower[0]).mean() > (upper[-1] - lower[-1]).mean()

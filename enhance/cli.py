@@ -7,6 +7,7 @@ Errors the user can act on (`enhance.errors.EnhanceError`) print one line and ex
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Optional
 
 import typer
@@ -36,6 +37,305 @@ def fail(message: str) -> None:
 
 
 # Commands are registered below, one section per area of the library.
+
+
+# --- encode / decode ------------------------------------------------------------
+
+
+def _quality(text: str) -> int | float:
+    # Codecs take integers (JPEG quality, model index) or reals (rates); keep what was typed.
+    try:
+        return int(text)
+    except ValueError:
+        try:
+            return float(text)
+        except ValueError:
+            raise typer.BadParameter(f"{text!r} is not a number") from None
+
+
+@app.command()
+def encode(
+    image: Path = typer.Argument(..., help="Image to encode."),
+    codec: str = typer.Option(..., "-c", "--codec", help="Codec name (see `enhance codecs`)."),
+    quality: str = typer.Option(..., "-q", "--quality", help="Quality or rate on the codec's own scale."),
+    output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+) -> None:
+    """Encode an image with any codec; prints its size and bits per pixel."""
+    from .api import encode_file
+
+    result = encode_file(image, codec, _quality(quality), output)
+    line = f"{result.path}: {result.file_bytes} bytes, {result.file_bpp:.4f} bpp"
+    if result.payload_bytes is not None:
+        line += f" (payload {result.payload_bytes} bytes, {result.payload_bpp:.4f} bpp; file {result.file_bpp:.4f} bpp)"
+    typer.echo(line)
+
+
+@app.command()
+def decode(
+    file: Path = typer.Argument(..., help="Encoded file: an enhance container or a JPEG/WebP/AVIF/HEIC/JPEG 2000/JPEG XL file."),
+    output: Path = typer.Option(..., "-o", "--output", help="Image to write (format from its suffix)."),
+    steps: Optional[int] = typer.Option(None, help="Sampling steps, for generative codecs (default: the codec's)."),
+    seed: int = typer.Option(0, help="Sampling seed, for generative codecs."),
+) -> None:
+    """Decode a file to an image."""
+    from .api import decode_file
+
+    pixels = decode_file(file, output, steps=steps, seed=seed)
+    typer.echo(f"{output}: {pixels.shape[1]}x{pixels.shape[0]}")
+
+
+# --- codecs ---------------------------------------------------------------------
+
+
+@app.command("codecs")
+def codecs_table() -> None:
+    """List the base codecs: family, quality knob and whether each is usable here."""
+    from . import registry
+    from .codecs import describe_codecs
+
+    header = ("codec", "family", "quality", "better", "status")
+    rows = [
+        (
+            codec.name,
+            codec.family,
+            f"{codec.quality_range[0]:g}..{codec.quality_range[1]:g} {codec.quality_unit}",
+            "higher" if codec.higher_quality_is_better else "lower",
+            "available" if codec.available else f"unavailable: {codec.reason}",
+        )
+        for codec in describe_codecs(registry.factories("codec"))
+    ]
+    rows += [
+        (plugin.name, "plugin", "-", "-", f"broken plugin from {plugin.source}: {plugin.error}")
+        for plugin in registry.plugins("codec")
+        if plugin.factory is None
+    ]
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header) - 1)]
+    for cells in [header, *rows]:
+        typer.echo("  ".join([*(cell.ljust(width) for cell, width in zip(cells, widths)), cells[-1]]))
+
+
+# --- weights --------------------------------------------------------------------
+
+weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify the weights in weights.lock.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Every file in weights.lock and where it was found (not hashed; see `verify`)."""
+    from . import weights
+
+    rows = [
+        (row.bundle, row.path, "?" if row.size is None else str(row.size), row.license, found[0] if found else "missing")
+        for row in weights.load_lock()
+        for found in [weights.locate(row)]
+    ]
+    header = ("bundle", "path", "size", "licence", "found")
+    widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header))]
+    for cells in [header, *rows]:
+        typer.echo("  ".join(cell.ljust(width) for cell, width in zip(cells, widths)).rstrip())
+
+
+@weights_app.command("fetch")
+def weights_fetch(bundle: Optional[str] = typer.Argument(None, help="Bundle to fetch (default: all).")) -> None:
+    """Download what is missing (repo, cache, mirror, then upstream) and check it against the lock."""
+    from . import weights
+
+    for row, path in weights.fetch(bundle):
+        typer.echo(f"{row.bundle}/{row.path}: {path}")
+
+
+@weights_app.command("verify")
+def weights_verify(bundle: Optional[str] = typer.Argument(None, help="Bundle to verify (default: all).")) -> None:
+    """Hash every file found locally; exits 1 if any is missing or does not match."""
+    from . import weights
+
+    results = weights.verify(bundle)
+    for row, status in results:
+        where = f" ({status.where}: {status.location})" if status.location else ""
+        typer.echo(f"{'ok' if status.ok else 'FAIL'}  {row.bundle}/{row.path}{where}: {status.detail}")
+    if not all(status.ok for _, status in results):
+        raise typer.Exit(1)
+
+
+# --- training -------------------------------------------------------------------
+
+
+@app.command()
+def train(
+    codec: str = typer.Option("jpeg", "--codec", help="Base codec family to train for."),
+    data: list[Path] = typer.Option(..., "--data", help="Training image folders (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Run directory: checkpoint, log and bundle; resumes if present."),
+    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation image folders (repeatable)."),
+    steps: int = typer.Option(100_000, help="Stop at this optimiser step."),
+    minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this much wall time."),
+    batch: int = typer.Option(16),
+    crop: int = typer.Option(128),
+    lr: float = typer.Option(2e-4),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    seed: int = typer.Option(0),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
+) -> None:
+    """Train (or resume) a DIRAC enhancer for a base codec."""
+    from .train.loop import TrainOptions, train as run_training
+
+    options = TrainOptions(
+        codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
+        batch=batch, crop=crop, lr=lr, device=device, seed=seed, init_from=init_from,
+    )
+    bundle = run_training(options, log=typer.echo)
+    typer.echo(f"bundle: {bundle}")
+
+
+@app.command()
+def thresholds(
+    bundle: Path = typer.Argument(..., help="Bundle directory whose config.json receives the table."),
+    data: list[Path] = typer.Option(..., "--data", help="Training image folders (repeatable)."),
+    percentile: float = typer.Option(99.5, help="Clip at this high percentile (and its low mirror)."),
+    crops: int = typer.Option(256, help="Crops measured per rate."),
+) -> None:
+    """Measure rate-dependent residual thresholds on training data and store them in a bundle."""
+    from .train.thresholds import write_thresholds
+
+    table = write_thresholds(bundle, data, percentile=percentile, crops_per_rate=crops)
+    for rate, low, high in zip(table.rates, table.lower, table.upper):
+        typer.echo(f"rate {rate:g}: " + "  ".join(f"[{lo:+.3f}, {hi:+.3f}]" for lo, hi in zip(low, high)))
+
+
+# --- archive runs, viewer hook, thumbnailer ---------------------------------------
+# Subprocesses (tests, viewers) can point these commands at another DIRAC bundle with
+# --model DIR or $ENHANCE_DIRAC_JPEG.
+
+_STEPS_HELP = "Sampling steps (default: the model's)."
+_CONSISTENT_HELP = "Project the result onto the JPEG file's quantization constraint set."
+_MODEL_HELP = "DIRAC bundle directory to use instead of the shipped JPEG model (also $ENHANCE_DIRAC_JPEG)."
+
+
+def _run_progress(stack):
+    """A rich bar with ETA on a terminal; otherwise one JSON line per file on stdout."""
+    import json
+
+    if not sys.stderr.isatty():
+        def report_line(result, completed, total):
+            typer.echo(json.dumps({"completed": completed, "total": total, **result.to_dict()}))
+            sys.stdout.flush()
+
+        return report_line
+
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+    progress = stack.enter_context(
+        Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), console=Console(stderr=True),
+        )
+    )
+    bar = progress.add_task("enhancing", total=None)
+
+    def advance(result, completed, total):
+        progress.update(bar, total=total, completed=completed)
+        if result.status == "failed":
+            progress.console.print(f"[red]failed[/red] {result.reason}", highlight=False)
+
+    return advance
+
+
+@app.command("run")
+def run_command(
+    inputs: list[Path] = typer.Argument(..., help="JPEG files or folders (searched recursively)."),
+    outdir: Path = typer.Option(..., "-o", "--outdir", help="Output folder; each input folder's tree is mirrored under it."),
+    glob: Optional[list[str]] = typer.Option(None, "--glob", help="File name pattern for folders, any case (repeatable; default: *.jpg *.jpeg *.jpe *.jfif)."),
+    output_format: str = typer.Option("png", "-f", "--format", help="png, webp (lossless), jpeg (quality 95, 4:4:4) or tiff."),
+    suffix: str = typer.Option("", help="Appended to each output's stem, e.g. _enhanced."),
+    steps: Optional[int] = typer.Option(None, help=_STEPS_HELP),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16 (bounds memory)."),
+    jobs: int = typer.Option(1, min=1, help="Worker processes, each with its own model and cpu_count/jobs torch threads."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Re-enhance outputs that exist (inputs are never written)."),
+    max_megapixels: float = typer.Option(150.0, help="Refuse larger images (decompression-bomb guard)."),
+    report: Optional[Path] = typer.Option(None, "--report", help="Also write the summary as JSON to this file."),
+) -> None:
+    """Enhance JPEG archives into OUTDIR; reruns skip finished files. Exits 1 if any file failed."""
+    from contextlib import ExitStack
+
+    from .runs import run
+
+    with ExitStack() as stack:
+        summary = run(
+            inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
+            consistent=consistent, model=model, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
+            max_pixels=int(max_megapixels * 1e6), report_path=report, progress_callback=_run_progress(stack),
+        )
+    typer.echo(summary.line(), err=True)
+    if not summary.ok:
+        raise typer.Exit(1)
+
+
+@app.command("decode-enhanced")
+def decode_enhanced(
+    file: Path = typer.Argument(..., help="JPEG file."),
+    output: str = typer.Option("-", "-o", "--output", help="PNG file to write, or - for stdout."),
+    steps: Optional[int] = typer.Option(None, help=_STEPS_HELP),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Use and fill the decoded-image cache."),
+) -> None:
+    """Decode a JPEG enhanced, as PNG (for viewers and ImageMagick-style delegates)."""
+    from .image import write_atomic
+    from .viewer import enhanced_png
+
+    png = enhanced_png(file, steps=steps, seed=seed, consistent=consistent, model=model, device=device, tile=tile, cache=cache)
+    if output == "-":
+        stdout = typer.get_binary_stream("stdout")
+        stdout.write(png)
+        stdout.flush()
+    else:
+        write_atomic(Path(output), png)
+
+
+@app.command()
+def thumbnail(
+    input_file: Path = typer.Argument(..., metavar="INPUT", help="JPEG file."),
+    output_file: Path = typer.Argument(..., metavar="OUTPUT", help="PNG thumbnail to write."),
+    size: int = typer.Option(256, "-s", "--size", min=1, help="Largest side in pixels."),
+    model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+) -> None:
+    """Write an enhanced PNG thumbnail (the XDG thumbnailer's command)."""
+    from .viewer import write_thumbnail
+
+    write_thumbnail(input_file, output_file, size, model=model)
+
+
+thumbnailer_app = typer.Typer(no_args_is_help=True, help="The XDG thumbnailer that shows enhanced JPEGs in file managers.")
+app.add_typer(thumbnailer_app, name="thumbnailer")
+
+
+def _enhance_executable() -> str:
+    # The entry names the running `enhance` by absolute path, so file managers find
+    # it even when it lives in a virtual environment outside their PATH.
+    invoked = Path(sys.argv[0])
+    if invoked.name == "enhance" and invoked.is_file():
+        return str(invoked.absolute())
+    import shutil
+
+    return shutil.which("enhance") or "enhance"
+
+
+@thumbnailer_app.command("install")
+def thumbnailer_install(
+    data_home: Optional[Path] = typer.Option(None, help="Default: $XDG_DATA_HOME, else ~/.local/share."),
+) -> None:
+    """Install enhance.thumbnailer for this user (into DATA_HOME/thumbnailers)."""
+    from .viewer import install_thumbnailer
+
+    typer.echo(install_thumbnailer(data_home=data_home, executable=_enhance_executable()))
 
 
 def main() -> None:

@@ -212,12 +212,16 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
         x_hat = to_unit(decoded, device)
         residual = (x - x_hat) * config.residual_scale
         n = residual.shape[0]
-        t = torch.randint(0, t_first + 1, (n,), device=device)
+        t = torch.randint(0, t_first, (n,), device=device)
         at_start = torch.rand(n, device=device) < options.start_step_share
         t = torch.where(at_start, torch.full_like(t, t_first), t)
         noise = torch.randn_like(residual)
         alpha = alphas[t].view(-1, 1, 1, 1)
-        noisy = alpha.sqrt() * residual + (1 - alpha).sqrt() * noise
+        # Sampling starts from noise alone (the residual is unknown), so the first step is
+        # trained on exactly that; at 20% of the schedule a scaled residual would still
+        # show through the noise and the model would learn to rely on it.
+        signal_scale = torch.where(at_start.view(-1, 1, 1, 1), torch.zeros_like(alpha), alpha.sqrt())
+        noisy = signal_scale * residual + (1 - alpha).sqrt() * noise
         rate_input = None
         if rate_spec is not None:
             rate_input = torch.tensor([rate_spec.normalise(r) for r in rates], device=device, dtype=torch.float32)

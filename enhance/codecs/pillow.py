@@ -1,0 +1,89 @@
+"""Codecs Pillow implements: JPEG (libjpeg-turbo), WebP, AVIF (libavif) and JPEG 2000 (OpenJPEG)."""
+
+from __future__ import annotations
+
+from ..errors import EnhanceError
+from .base import PillowCodec, checked_subsampling
+
+
+class JpegCodec(PillowCodec):
+    """Baseline JPEG with libjpeg's standard tables scaled by the IJG quality (1..100).
+
+    Pillow's Huffman tables are the standard ones (no `optimize`), as most cameras and
+    tools write them. An RGB image whose channels are equal is still written as three
+    components, so decoding gives back the same kind of file the enhancer was trained on.
+    """
+
+    name = "jpeg"
+    quality_range = (1, 100)
+    higher_quality_is_better = True
+    file_extension = ".jpg"
+    pillow_format = "JPEG"
+    pillow_feature = "jpg"
+
+    def __init__(self, *, subsampling: str = "4:2:0"):
+        self.subsampling = checked_subsampling(self.name, subsampling)
+
+    def _save_options(self, quality: float) -> dict:
+        return {"quality": int(quality), "subsampling": self.subsampling}
+
+
+class WebpCodec(PillowCodec):
+    """Lossy WebP (VP8 intra, always 4:2:0); quality 0..100, `method` 0 (fast) .. 6 (slow)."""
+
+    name = "webp"
+    quality_range = (0, 100)
+    higher_quality_is_better = True
+    file_extension = ".webp"
+    pillow_format = "WEBP"
+    pillow_feature = "webp"
+
+    def __init__(self, *, method: int = 4):
+        if method not in range(7):
+            raise EnhanceError(f"codec {self.name}: method must be 0..6, got {method!r}")
+        self.method = method
+
+    def _save_options(self, quality: float) -> dict:
+        return {"quality": int(quality), "method": self.method, "lossless": False}
+
+
+class AvifCodec(PillowCodec):
+    """AVIF (AV1 intra) through Pillow's own libavif plugin; quality 0..100, `speed` 0 (slow) .. 10."""
+
+    name = "avif"
+    quality_range = (0, 100)
+    higher_quality_is_better = True
+    file_extension = ".avif"
+    pillow_format = "AVIF"
+    pillow_feature = "avif"
+
+    def __init__(self, *, speed: int = 6, subsampling: str = "4:2:0"):
+        if speed not in range(11):
+            raise EnhanceError(f"codec {self.name}: speed must be 0..10, got {speed!r}")
+        self.speed = speed
+        self.subsampling = checked_subsampling(self.name, subsampling)
+
+    def _save_options(self, quality: float) -> dict:
+        return {"quality": int(quality), "speed": self.speed, "subsampling": self.subsampling}
+
+
+class Jpeg2000Codec(PillowCodec):
+    """JPEG 2000 (irreversible 9/7 wavelet, one quality layer) in a .jp2 file.
+
+    The quality is OpenJPEG's target PSNR in dB (`quality_mode="dB"`): the encoder
+    truncates the code-blocks until the reconstruction reaches about that PSNR, so the
+    knob means the same on every image, unlike a compression ratio. 20 dB is a smeared
+    thumbnail, 40 dB good, 60 dB near the irreversible transform's own limit.
+    """
+
+    name = "jpeg2000"
+    quality_range = (20.0, 60.0)
+    higher_quality_is_better = True
+    quality_unit = "PSNR dB"
+    integer_quality = False
+    file_extension = ".jp2"
+    pillow_format = "JPEG2000"
+    pillow_feature = "jpg_2000"
+
+    def _save_options(self, quality: float) -> dict:
+        return {"quality_mode": "dB", "quality_layers": [quality], "irreversible": True}

@@ -1,0 +1,445 @@
+"""Archive runs: enhance every JPEG under some folders into a mirrored tree, safely.
+
+- Discovery: inputs are files or folders; folders are walked recursively and their
+  files matched by name against `--glob` patterns (case-insensitive; JPEG extensions by
+  default). Hidden files and folders, and the output folder itself, are not entered.
+- Naming: OUTDIR / (path relative to the input folder) with the stem, the suffix and
+  the output format's extension. An output that would be an input, or the output of
+  another input, fails that input instead of overwriting anything.
+- Safety: outputs are written through `enhance.image.write_atomic` (temporary file in
+  the destination folder, fsync, rename), so an output that exists is complete. A rerun
+  skips existing outputs (a run killed with kill -9 resumes where it stopped) and
+  removes the temporary files a killed run left for the outputs it plans; `overwrite`
+  re-enhances existing outputs, and never touches inputs.
+- Bad input fails only its own file, with the reason; the run goes on.
+- Only JPEG files are enhanced: the JPEG model is conditioned on the quality estimated
+  from the file's quantization tables, which a PNG or WebP no longer has. Other images
+  fail with that reason rather than being enhanced at a guessed rate.
+- `jobs`: with 1 (the default) files are processed in this process and torch uses every
+  core for each image. With N > 1, N worker processes each load the model once and
+  get cpu_count // N torch threads (at least 1), so the workers together never
+  oversubscribe the cores: on 2 cores, `--jobs 2` runs two single-threaded workers.
+  Workers pay off for many small files, where per-file decoding, encoding and Python
+  overhead do not parallelise inside torch.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import os
+import time
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import BadInput, EnhanceError
+from .image import (
+    DEFAULT_MAX_PIXELS,
+    OUTPUT_FORMATS,
+    LoadedImage,
+    apply_orientation,
+    load_image,
+    output_format_for,
+    save_image,
+    temporary_target,
+    write_atomic,
+)
+
+DEFAULT_GLOBS = ("*.jpg", "*.jpeg", "*.jpe", "*.jfif")
+
+# A bundle directory to use instead of the shipped JPEG model (as `--model` does).
+MODEL_ENV = "ENHANCE_DIRAC_JPEG"
+
+# Colour spaces whose quantization constraints `enhance.consistency` can project onto.
+PROJECTABLE_COLOUR_SPACES = ("YCbCr", "grey")
+
+REPORT_FORMAT = "enhance.run-report"
+REPORT_VERSION = 1
+
+
+# --- enhancing one image ----------------------------------------------------------
+
+
+def load_jpeg_enhancer(model: Path | str | None = None, *, device: str | None = None, tile: int | None = None, steps: int | None = None):
+    """The JPEG enhancer: the bundle directory `model`, else $ENHANCE_DIRAC_JPEG, else the shipped model.
+
+    `tile` and `steps` are checked against it here, so a bad value stops a run before
+    its first file instead of failing every file.
+    """
+    from .enhancers import load_enhancer
+    from .tiling import plan_tiles
+
+    bundle = model if model is not None else os.environ.get(MODEL_ENV) or None
+    enhancer = load_enhancer("jpeg", bundle=Path(bundle) if bundle is not None else None, device=device, tile=tile)
+    try:
+        plan_tiles(enhancer.tile, enhancer.tile, enhancer.tile, enhancer.overlap)
+    except ValueError as error:
+        raise EnhanceError(f"--tile {enhancer.tile}: {error}") from None
+    check_steps(enhancer, steps)
+    return enhancer
+
+
+def check_steps(enhancer, steps: int | None) -> None:
+    if steps is not None:
+        try:
+            enhancer.pipeline.check_steps(steps)
+        except ValueError as error:
+            raise EnhanceError(f"--steps {steps}: {error}") from None
+
+
+@dataclass(frozen=True)
+class Enhanced:
+    pixels: np.ndarray  # uint8 HxWx3, oriented for display
+    greyscale: bool
+    note: str | None = None
+
+
+def enhance_loaded(loaded: LoadedImage, *, enhancer, steps: int | None = None, seed: int = 0, consistent: bool = False) -> Enhanced:
+    """Enhances a loaded JPEG and applies its EXIF orientation (once)."""
+    from .enhancement import enhance_pixels
+    from .jpeg import inspect_jpeg
+
+    if loaded.format != "JPEG":
+        raise BadInput(
+            f"{loaded.path}: a {loaded.format} image, not a JPEG; the JPEG enhancer is conditioned on the quality "
+            "read from a JPEG file's quantization tables"
+        )
+    note = None
+    try:
+        if consistent:
+            colour_space = inspect_jpeg(loaded.data).colour_space
+            if colour_space not in PROJECTABLE_COLOUR_SPACES:
+                # The file constrains its own planes (CMYK, YCCK, RGB), which are not
+                # the YCbCr planes the projection works on.
+                consistent = False
+                note = f"{colour_space} JPEG: enhanced without the JPEG consistency projection"
+        pixels = enhance_pixels(loaded.pixels, jpeg_bytes=loaded.data, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
+    except BadInput as error:
+        # The JPEG parsers see bytes, not the file: name it here.
+        message = str(error)
+        raise BadInput(message if str(loaded.path) in message else f"{loaded.path}: {message}") from None
+    return Enhanced(pixels=apply_orientation(pixels, loaded.orientation), greyscale=loaded.greyscale, note=note)
+
+
+def enhance_file(
+    input_path: Path | str,
+    output_path: Path | str,
+    *,
+    output_format: str | None = None,
+    steps: int | None = None,
+    seed: int = 0,
+    consistent: bool = False,
+    enhancer=None,
+    model: Path | str | None = None,
+    device: str | None = None,
+    tile: int | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Path:
+    """Enhances one JPEG into `output_path` (format from its extension unless given), keeping EXIF, ICC and XMP."""
+    output_format = output_format or output_format_for(output_path)
+    if Path(output_path).resolve() == Path(input_path).resolve():
+        raise BadInput(f"{output_path}: the output would overwrite its input")
+    loaded = load_image(input_path, max_pixels=max_pixels)
+    if enhancer is None:
+        enhancer = load_jpeg_enhancer(model, device=device, tile=tile, steps=steps)
+    enhanced = enhance_loaded(loaded, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
+    return save_image(output_path, enhanced.pixels, loaded.metadata.for_oriented_pixels(), output_format, greyscale=enhanced.greyscale)
+
+
+# --- planning ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Task:
+    input: Path
+    output: Path
+
+
+@dataclass(frozen=True)
+class FileResult:
+    input: str
+    output: str | None
+    status: str  # "done", "skipped" (the output exists) or "failed"
+    reason: str | None = None
+    seconds: float = 0.0
+    note: str | None = None
+
+    def to_dict(self) -> dict:
+        fields = {key: value for key, value in asdict(self).items() if value is not None}
+        fields["seconds"] = round(self.seconds, 3)
+        return fields
+
+
+def _matches(name: str, globs: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name.lower(), pattern.lower()) for pattern in globs)
+
+
+def _walk(folder: Path, globs: tuple[str, ...], excluded: Path) -> list[Path]:
+    found = []
+    for directory, subdirectories, files in os.walk(folder):
+        here = Path(directory)
+        subdirectories[:] = sorted(
+            name for name in subdirectories if not name.startswith(".") and (here / name).resolve() != excluded
+        )
+        found.extend(here / name for name in sorted(files) if not name.startswith(".") and _matches(name, globs))
+    return found
+
+
+def plan(
+    inputs: list[Path | str],
+    outdir: Path | str,
+    *,
+    globs: tuple[str, ...] = DEFAULT_GLOBS,
+    output_format: str = "png",
+    suffix: str = "",
+) -> tuple[list[Task], list[FileResult]]:
+    """Every (input, output) pair, and the inputs that fail before any work: missing, or an unsafe output."""
+    if output_format not in OUTPUT_FORMATS:
+        raise EnhanceError(f"unknown output format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
+    if "/" in suffix or os.sep in suffix:
+        raise EnhanceError(f"the suffix {suffix!r} must not contain a path separator")
+    outdir = Path(outdir)
+    excluded = outdir.resolve()
+    extension = OUTPUT_FORMATS[output_format]
+    candidates: list[Task] = []
+    failures: list[FileResult] = []
+    for given in map(Path, inputs):
+        if given.is_dir():
+            for path in _walk(given, globs, excluded):
+                relative = path.relative_to(given)
+                candidates.append(Task(path, outdir / relative.parent / f"{path.stem}{suffix}{extension}"))
+        elif given.exists():
+            candidates.append(Task(given, outdir / f"{given.stem}{suffix}{extension}"))
+        else:
+            failures.append(FileResult(str(given), None, "failed", f"{given}: no such file or folder"))
+
+    input_files = {task.input.resolve() for task in candidates}
+    claimed: dict[Path, Path] = {}
+    tasks: list[Task] = []
+    for task in candidates:
+        target = task.output.resolve()
+        if target in input_files:
+            failures.append(FileResult(str(task.input), str(task.output), "failed", f"{task.output}: the output would overwrite an input"))
+        elif target in claimed:
+            if claimed[target] != task.input.resolve():
+                failures.append(
+                    FileResult(str(task.input), str(task.output), "failed", f"{task.output}: already the output of {claimed[target]}")
+                )
+        else:
+            claimed[target] = task.input.resolve()
+            tasks.append(task)
+    return tasks, failures
+
+
+def remove_stale_temporaries(tasks: list[Task]) -> int:
+    """Removes temporary files a killed run left for any of these outputs; returns how many."""
+    planned: dict[Path, set[str]] = {}
+    for task in tasks:
+        planned.setdefault(task.output.parent, set()).add(task.output.name)
+    removed = 0
+    for directory, names in planned.items():
+        try:
+            entries = list(os.scandir(directory))
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        for entry in entries:
+            if temporary_target(entry.name) in names:
+                Path(entry.path).unlink(missing_ok=True)
+                removed += 1
+    return removed
+
+
+# --- running ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    output_format: str = "png"
+    steps: int | None = None
+    seed: int = 0
+    consistent: bool = False
+    model: str | None = None
+    device: str | None = None
+    tile: int | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+
+@dataclass
+class RunSummary:
+    results: list[FileResult] = field(default_factory=list)
+    seconds: float = 0.0
+    started: str = ""
+    settings: Settings = field(default_factory=Settings)
+
+    def _with(self, status: str) -> list[FileResult]:
+        return [result for result in self.results if result.status == status]
+
+    @property
+    def done(self) -> list[FileResult]:
+        return self._with("done")
+
+    @property
+    def skipped(self) -> list[FileResult]:
+        return self._with("skipped")
+
+    @property
+    def failed(self) -> list[FileResult]:
+        return self._with("failed")
+
+    @property
+    def ok(self) -> bool:
+        return not self.failed
+
+    def line(self) -> str:
+        return f"done {len(self.done)}, skipped {len(self.skipped)}, failed {len(self.failed)} in {self.seconds:.1f} s"
+
+    def to_dict(self) -> dict:
+        return {
+            "format": REPORT_FORMAT,
+            "version": REPORT_VERSION,
+            "started": self.started,
+            "seconds": round(self.seconds, 3),
+            "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)},
+            "settings": asdict(self.settings),
+            "files": [result.to_dict() for result in self.results],
+        }
+
+
+ProgressCallback = Callable[[FileResult, int, int], None]
+
+
+def process_task(task: Task, settings: Settings, enhancer) -> FileResult:
+    """Enhances one planned file; a reason this file cannot be done fails it alone."""
+    start = time.perf_counter()
+    try:
+        loaded = load_image(task.input, max_pixels=settings.max_pixels)
+        enhanced = enhance_loaded(loaded, enhancer=enhancer, steps=settings.steps, seed=settings.seed, consistent=settings.consistent)
+        save_image(task.output, enhanced.pixels, loaded.metadata.for_oriented_pixels(), settings.output_format, greyscale=enhanced.greyscale)
+    except BadInput as error:
+        return FileResult(str(task.input), str(task.output), "failed", str(error), time.perf_counter() - start)
+    except OSError as error:
+        # Writing the output failed (disk full, permissions): this file is not done.
+        reason = f"{task.output}: cannot write ({error.strerror or error})"
+        return FileResult(str(task.input), str(task.output), "failed", reason, time.perf_counter() - start)
+    except MemoryError:
+        reason = f"{task.input}: not enough memory to enhance this image (try a smaller --tile)"
+        return FileResult(str(task.input), str(task.output), "failed", reason, time.perf_counter() - start)
+    return FileResult(str(task.input), str(task.output), "done", None, time.perf_counter() - start, enhanced.note)
+
+
+def run(
+    inputs: list[Path | str],
+    outdir: Path | str,
+    *,
+    glob: tuple[str, ...] | list[str] | None = None,
+    output_format: str = "png",
+    suffix: str = "",
+    steps: int | None = None,
+    seed: int = 0,
+    consistent: bool = False,
+    model: Path | str | None = None,
+    device: str | None = None,
+    tile: int | None = None,
+    jobs: int = 1,
+    overwrite: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    report_path: Path | str | None = None,
+    progress_callback: ProgressCallback | None = None,
+) -> RunSummary:
+    """Enhances every input into OUTDIR; returns (and optionally writes as JSON) what was done, skipped and failed.
+
+    Errors that concern the whole run (the model cannot be loaded) raise; everything
+    about a single file is in its `FileResult`.
+    """
+    if jobs < 1:
+        raise EnhanceError("jobs must be at least 1")
+    start = time.perf_counter()
+    settings = Settings(
+        output_format=output_format, steps=steps, seed=seed, consistent=consistent,
+        model=str(model) if model is not None else os.environ.get(MODEL_ENV) or None,
+        device=device, tile=tile, max_pixels=max_pixels,
+    )
+    summary = RunSummary(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), settings=settings)
+    tasks, failures = plan(inputs, outdir, globs=tuple(glob) if glob else DEFAULT_GLOBS, output_format=output_format, suffix=suffix)
+    remove_stale_temporaries(tasks)
+    total = len(tasks) + len(failures)
+
+    def record(result: FileResult) -> None:
+        summary.results.append(result)
+        if progress_callback is not None:
+            progress_callback(result, len(summary.results), total)
+
+    for failure in failures:
+        record(failure)
+    pending = []
+    for task in tasks:
+        if not overwrite and task.output.exists():
+            record(FileResult(str(task.input), str(task.output), "skipped", "the output exists"))
+        else:
+            pending.append(task)
+
+    if pending and jobs == 1:
+        enhancer = load_jpeg_enhancer(settings.model, device=device, tile=tile, steps=steps)
+        for task in pending:
+            record(process_task(task, settings, enhancer))
+    elif pending:
+        _run_in_workers(pending, settings, min(jobs, len(pending)), record)
+
+    summary.seconds = time.perf_counter() - start
+    if report_path is not None:
+        write_report(summary, report_path)
+    return summary
+
+
+def write_report(summary: RunSummary, path: Path | str) -> None:
+    write_atomic(Path(path), (json.dumps(summary.to_dict(), indent=2) + "\n").encode())
+
+
+# --- worker processes -------------------------------------------------------------
+
+_worker_state: dict = {}
+
+
+def _start_worker(settings: Settings, threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    _worker_state["settings"] = settings
+
+
+def _worker_process(task: Task) -> FileResult:
+    # The model loads on the first task rather than in the initializer, so a model
+    # error comes back through the future as itself instead of a broken pool.
+    settings = _worker_state["settings"]
+    if "enhancer" not in _worker_state:
+        _worker_state["enhancer"] = load_jpeg_enhancer(settings.model, device=settings.device, tile=settings.tile, steps=settings.steps)
+    return process_task(task, settings, _worker_state["enhancer"])
+
+
+def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int, record: Callable[[FileResult], None]) -> None:
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    # spawn, not fork: forking a process whose torch thread pools may already be
+    # running can deadlock the children.
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(settings, threads)) as pool:
+        # Keep only a few tasks queued per worker so a run stopped early has not
+        # handed every file to a worker.
+        queue = iter(tasks)
+        running = set()
+        try:
+            for task in queue:
+                running.add(pool.submit(_worker_process, task))
+                if len(running) >= 2 * jobs:
+                    finished, running = wait(running, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        record(future.result())
+            for future in as_completed(running):
+                record(future.result())
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise

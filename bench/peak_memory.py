@@ -79,7 +79,7 @@ def main() -> None:
         photo = scratch / "photo.jpg"
         synthetic_jpeg(photo, args.height, args.width)
         load_bytes, _ = peak_rss([sys.executable, "-c", LOAD_ONLY, str(bundle), args.device])
-        command = [sys.executable, "-c", RUN_CLI, "run", str(photo), "-o", str(scratch / "out"), "--model", str(bundle), "--steps", "1"]
+        command = [sys.executable, "-c", RUN_CLI, "run", str(photo), "-o", str(scratch / "out"), "--model", str(bundle), "--steps", "1", "--consistent"]
         if args.tile:
             command += ["--tile", str(args.tile)]
         if args.device:

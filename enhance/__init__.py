@@ -25,3 +25,30 @@ def enhance_file(input_path, output_path, **options):
     from .runs import enhance_file as enhance_one
 
     return enhance_one(input_path, output_path, **options)
+
+
+# --- base codecs -------------------------------------------------------------------
+
+
+def encode(image, codec: str, quality, **options) -> bytes:
+    """Encodes an image (uint8 HxWx3 array or path) with a base codec; see `enhance.api.encode_image`."""
+    from .api import encode_image
+
+    return encode_image(image, codec, quality, **options)
+
+
+def decode(data: bytes, **options):
+    """Decodes any supported bitstream or container to uint8 HxWx3; see `enhance.api.decode_bytes`."""
+    from .api import decode_bytes
+
+    return decode_bytes(data, **options)
+
+
+# --- comparing codecs ----------------------------------------------------------------
+
+
+def compare(dataset, output, **options):
+    """A codec with and without the enhancer over a dataset, written to `output`; see `enhance.comparison.compare`."""
+    from .comparison import compare as run_comparison
+
+    return run_comparison(dataset, output, **options)

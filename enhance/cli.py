@@ -338,6 +338,72 @@ def thumbnailer_install(
     typer.echo(install_thumbnailer(data_home=data_home, executable=_enhance_executable()))
 
 
+# --- compare ----------------------------------------------------------------------
+
+
+def _number_list(text: str, option: str) -> list[int | float]:
+    parts = [part.strip() for part in text.split(",") if part.strip()]
+    if not parts:
+        raise typer.BadParameter(f"{option} needs comma-separated numbers, e.g. 10,20,40")
+    return [_quality(part) for part in parts]
+
+
+def _codec_options(pairs: list[str] | None) -> dict:
+    options: dict = {}
+    for pair in pairs or []:
+        key, separator, value = pair.partition("=")
+        if not separator or not key.strip():
+            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE")
+        try:
+            options[key.strip()] = _quality(value)
+        except typer.BadParameter:
+            options[key.strip()] = value
+    return options
+
+
+@app.command("compare")
+def compare_command(
+    dataset: list[Path] = typer.Argument(..., help="Image folders or files (searched recursively)."),
+    output: Path = typer.Option(..., "-o", "--output", help="Folder for the JSON, CSV, plots, report and cache."),
+    codec: str = typer.Option("jpeg", "-c", "--codec", help="Base codec or full generative codec (see `enhance codecs`)."),
+    quality: str = typer.Option(..., "-q", "--quality", help="Comma-separated qualities on the codec's scale, e.g. 5,10,20,40."),
+    steps: Optional[str] = typer.Option(None, "--steps", help="Comma-separated step counts, e.g. 1,4,20 (default: the model's)."),
+    codec_option: Optional[list[str]] = typer.Option(None, "-O", "--codec-option", help="KEY=VALUE for the codec (repeatable), e.g. subsampling=4:4:4."),
+    metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: every one whose weights are here)."),
+    anchor: Optional[str] = typer.Option(None, "--anchor", help="Configuration the report's BD-rates are against (default: the base codec)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    consistent: bool = typer.Option(True, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
+    model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the plots, crop sheets and HTML report."),
+) -> None:
+    """Compare a codec with and without the enhancer: CompressAI JSON, per-image CSV, BD-rates, plots, report."""
+    from .comparison import compare, file_stem
+
+    def progress(done: int, total: int, label: str) -> None:
+        typer.echo(f"[{done}/{total}] {label}" if label else f"[{done}/{total}] scoring and writing", err=True)
+
+    comparison = compare(
+        dataset, output, codec=codec, qualities=_number_list(quality, "--quality"),
+        steps=_number_list(steps, "--steps") if steps else None, codec_options=_codec_options(codec_option),
+        metrics=[name.strip() for name in metrics.split(",") if name.strip()] if metrics else None,
+        anchor=anchor, seed=seed, consistent=consistent, model=model, device=device, figures=figures, progress=progress,
+    )
+    bd = comparison.bd
+    for name in comparison.results:
+        entries = bd["pairs"][bd["anchor"]][name]
+        summary = ", ".join(
+            f"{metric} {entries[metric]['bd-rate']:+.2f}%" for metric in bd["metrics"] if entries[metric]["bd-rate"] is not None
+        )
+        typer.echo(f"{name}: {comparison.output / (file_stem(name) + '.json')}" + (f" (BD-rate vs {bd['anchor']}: {summary})" if name != bd["anchor"] and summary else ""))
+    for note in comparison.notes:
+        typer.echo(f"note: {note}", err=True)
+    for label, reason in comparison.skipped:
+        typer.echo(f"skipped {label}: {reason}", err=True)
+    if "report.html" in comparison.files:
+        typer.echo(f"report: {comparison.files['report.html']}")
+
+
 def main() -> None:
     try:
         app()

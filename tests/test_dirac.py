@@ -277,6 +277,10 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_bundle(photo_folder,
     assert [r["step"] for r in log if "loss" in r][-2:] == [4, 5]
     enhancer = load_enhancer("jpeg", bundle=bundle)
     assert enhancer.enhance(natural_image(33, 47), rate=50, steps=1).shape == (33, 47, 3)
+    # A machine that kept only the committed bundle continues from its weights.
+    fresh = replace(options, out=tmp_path / "continued", steps=1, init_from=bundle, val=None)
+    train(fresh, log=messages.append)
+    assert any(m.startswith("initialised from") for m in messages)
 
 
 def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):

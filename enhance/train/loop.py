@@ -115,7 +115,7 @@ def save_bundle(directory: Path, model: DiracUNet, config: DiracConfig, dtype=to
 
 def to_unit(images: np.ndarray, device) -> torch.Tensor:
     """uint8 NxHxWx3 -> float NCHW in [-1, 1]."""
-    tensor = torch.from_numpy(np.ascontiguousarray(images)).to(device)
+    tensor = torch.from_numpy(np.array(images, copy=True)).to(device)
     return tensor.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 

@@ -38,6 +38,8 @@ DEFAULT_OVERLAP = 64
 class DiracEnhancer:
     """`enhance(decoded, *, rate, steps, seed) -> image` for uint8 HxWx3 arrays of any size."""
 
+    name = "dirac"
+
     def __init__(self, pipeline: DiracPipeline, *, identity: str, tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP):
         self.pipeline = pipeline
         self.identity = identity
@@ -81,7 +83,8 @@ class DiracEnhancer:
         pipeline = self.pipeline
 
         def process(pixels: np.ndarray, tile: Tile) -> np.ndarray:
-            x_hat = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
+            # A copy: tiles are read-only views, which torch cannot wrap.
+            x_hat = torch.from_numpy(pixels.copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1.0)
             residuals = pipeline.residuals(x_hat, noise_field(seed, tile), rate=rate, stops=stops)
             x_hat = x_hat.to(residuals[0].device)
             enhanced = [(x_hat + r).clamp(-1, 1).add(1).mul(127.5)[0].permute(1, 2, 0) for r in residuals]

@@ -372,7 +372,7 @@ def compare_command(
     metrics: Optional[str] = typer.Option(None, "--metrics", help="Comma-separated metric names (default: every one whose weights are here)."),
     anchor: Optional[str] = typer.Option(None, "--anchor", help="Configuration the report's BD-rates are against (default: the base codec)."),
     seed: int = typer.Option(0, help="Sampling seed."),
-    consistent: bool = typer.Option(True, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
+    consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the plots, crop sheets and HTML report."),

@@ -36,6 +36,7 @@ import zlib
 from dataclasses import dataclass
 
 from .errors import ContainerError
+from .framing import encode_varint
 
 MAGIC = b"ENH"
 VERSION = 1
@@ -82,20 +83,6 @@ def crc8(data: bytes) -> int:
     for byte in data:
         value = _CRC8[value ^ byte]
     return value
-
-
-def encode_varint(value: int) -> bytes:
-    if value < 0:
-        raise ValueError(f"varint must be non-negative, got {value}")
-    out = bytearray()
-    while True:
-        low = value & 0x7F
-        value >>= 7
-        if value:
-            out.append(low | 0x80)
-        else:
-            out.append(low)
-            return bytes(out)
 
 
 class _Reader:

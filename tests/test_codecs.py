@@ -19,7 +19,7 @@ from conftest import natural_image
 from enhance._compressai import import_compressai
 from enhance.codecs import BUILTIN_CODECS, describe_codecs, get_codec
 from enhance.codecs.base import Codec
-from enhance.codecs.framing import ByteWriter
+from enhance.framing import ByteWriter
 from enhance.codecs.neural import CompressAICodec, image_to_tensor, tensor_to_image
 from enhance.errors import BadInput, CodecUnavailable, EnhanceError, WeightsError
 from enhance.jpeg import inspect_jpeg

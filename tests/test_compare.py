@@ -63,7 +63,7 @@ def jpeg_run(tmp_path_factory, bundle):
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("ENHANCE_OFFLINE", "1")
         patch.setenv("ENHANCE_CACHE", str(root / "enhance-cache"))
-        comparison = compare(root / "data", root / "out", codec="jpeg", qualities=QUALITIES, steps=STEPS, model=bundle)
+        comparison = compare(root / "data", root / "out", codec="jpeg", qualities=QUALITIES, steps=STEPS, model=bundle, consistent=True)
     return comparison, pixels
 
 
@@ -241,7 +241,7 @@ def test_a_new_step_count_reuses_every_cached_result(jpeg_run, bundle, tmp_path,
 
     assert records[0].relative_to(out / "cache").parts[1] == "encoded"
     data = comparison.output.parent / "data"
-    again = compare(data, out, codec="jpeg", qualities=QUALITIES, steps=[1, 2, 3], model=bundle, figures=False)
+    again = compare(data, out, codec="jpeg", qualities=QUALITIES, steps=[1, 2, 3], model=bundle, figures=False, consistent=True)
     assert trajectories == [[3]] * (len(pixels) * len(QUALITIES))
     assert len(encodes) == 1  # the entry whose record was corrupted
     assert again.cache["enhanced"] == {"hits": 12, "misses": 6}
@@ -251,7 +251,7 @@ def test_a_new_step_count_reuses_every_cached_result(jpeg_run, bundle, tmp_path,
 
     # And a run adding a quality encodes only that quality.
     encodes.clear()
-    compare(data, out, codec="jpeg", qualities=[*QUALITIES, 80], steps=[1], model=bundle, figures=False)
+    compare(data, out, codec="jpeg", qualities=[*QUALITIES, 80], steps=[1], model=bundle, figures=False, consistent=True)
     assert len(encodes) == len(pixels)
 
 
@@ -264,7 +264,7 @@ def test_tampered_cache_records_are_recomputed_not_trusted(jpeg_run, bundle, tmp
         record = json.loads(path.read_text())
         record["data"] = nonsense
         path.write_text(json.dumps(record))
-    again = compare(comparison.output.parent / "data", out, qualities=QUALITIES, steps=STEPS, model=bundle, figures=False)
+    again = compare(comparison.output.parent / "data", out, qualities=QUALITIES, steps=STEPS, model=bundle, figures=False, consistent=True)
     for name, document in comparison.results.items():
         assert again.results[name]["results"]["psnr-rgb"] == document["results"]["psnr-rgb"]
         assert again.results[name]["results"]["swd"] == document["results"]["swd"]

@@ -98,7 +98,7 @@ def test_a_mixed_tree_is_enhanced_with_metadata_and_bad_files_reported(tmp_path,
     tree, out = tmp_path / "tree", tmp_path / "out"
     goods, bad = make_tree(tree, good=len(JPEG_VARIANTS), broken=len(BROKEN_KINDS))
     events = []
-    summary = run([tree], out, model=tiny_bundle, report_path=tmp_path / "run.json", progress_callback=lambda *event: events.append(event))
+    summary = run([tree], out, model=tiny_bundle, consistent=True, report_path=tmp_path / "run.json", progress_callback=lambda *event: events.append(event))
 
     assert len(summary.done) == len(goods) and len(summary.failed) == len(bad) and not summary.skipped
     assert [event[1:] for event in events] == [(i + 1, len(goods) + len(bad)) for i in range(len(events))]

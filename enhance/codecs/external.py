@@ -30,7 +30,7 @@ from PIL import Image
 from .._compressai import import_compressai
 from ..errors import BadInput, CodecUnavailable, EnhanceError
 from .base import BuiltinCodec, check_pixel_count, decode_with_pillow, find_executable, run_executable
-from .framing import ByteReader, ByteWriter
+from ..framing import ByteReader, ByteWriter
 
 BPG_MAGIC = b"BPG\xfb"
 

@@ -35,7 +35,7 @@ import numpy as np
 from .._compressai import import_compressai
 from ..errors import BadInput, CodecUnavailable, EnhanceError, WeightsError
 from .base import BuiltinCodec, check_pixel_count
-from .framing import ByteReader, ByteWriter
+from ..framing import ByteReader, ByteWriter
 
 METRICS = ("mse", "ms-ssim")
 PAYLOAD_VERSION = 1

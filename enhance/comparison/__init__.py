@@ -103,7 +103,7 @@ def compare(
     model: Path | str | None = None,
     device: str | None = None,
     seed: int = 0,
-    consistent: bool = True,
+    consistent: bool = False,
     anchor: str | None = None,
     figures: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,

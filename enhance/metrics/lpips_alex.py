@@ -135,7 +135,7 @@ def default_lpips() -> LPIPS:
 
 def to_signed_tensor(image: np.ndarray) -> torch.Tensor:
     """uint8 HxWx3 to a 1x3xHxW float tensor in [-1, 1]."""
-    return torch.from_numpy(image).permute(2, 0, 1)[None].float() / 127.5 - 1.0
+    return torch.from_numpy(image.copy()).permute(2, 0, 1)[None].float() / 127.5 - 1.0
 
 
 def lpips(reference: np.ndarray, distorted: np.ndarray, *, model: LPIPS | None = None) -> float:

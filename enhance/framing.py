@@ -1,4 +1,4 @@
-"""Bytes helpers for the small payload formats the codecs define (VTM and neural streams).
+"""Bytes helpers for the small binary formats enhance writes (the container, VTM and neural streams).
 
 Integers are unsigned LEB128 varints of minimal length; a blob is a varint length and
 its bytes. Readers check every length against what is left and against a limit, so a
@@ -7,7 +7,7 @@ corrupt or hostile payload raises BadInput instead of allocating or reading past
 
 from __future__ import annotations
 
-from ..errors import BadInput
+from .errors import BadInput
 
 MAX_VARINT_BYTES = 10
 

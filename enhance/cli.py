@@ -7,6 +7,7 @@ Errors the user can act on (`enhance.errors.EnhanceError`) print one line and ex
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
@@ -175,13 +176,22 @@ def train(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
+    refine_channels: Optional[int] = typer.Option(
+        None, "--refine-channels",
+        help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
+    ),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
+    from .enhancers.dirac import DiracConfig, DiracUNetConfig
     from .train.loop import TrainOptions, train as run_training
 
+    model = None
+    if refine_channels is not None:
+        base = DiracConfig.load(init_from / "config.json").model if init_from else DiracUNetConfig()
+        model = replace(base, refine_channels=refine_channels)
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
-        batch=batch, crop=crop, lr=lr, device=device, seed=seed, init_from=init_from,
+        batch=batch, crop=crop, lr=lr, device=device, seed=seed, init_from=init_from, model=model,
     )
     bundle = run_training(options, log=typer.echo)
     typer.echo(f"bundle: {bundle}")

@@ -14,7 +14,7 @@ def _one_torch_thread():
     torch.set_num_threads(threads)
 
 
-TINY_MODEL = DiracUNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, embed_dim=16)
+TINY_MODEL = DiracUNetConfig(channels=(8, 16), blocks=(1, 1), mid_blocks=1, embed_dim=16, refine_channels=4)
 
 
 def natural_image(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -21,6 +21,7 @@ from enhance.enhancers.dirac import (
     LateStartDDIM,
     ScheduleConfig,
 )
+from enhance.enhancers.dirac.pipeline import load_state_dict_strict
 from enhance.errors import BadInput, EnhanceError
 from enhance.train.loop import TrainOptions, train
 from enhance.train.thresholds import write_thresholds
@@ -152,6 +153,18 @@ def test_early_stops_of_one_trajectory_match_separate_runs(tiny_bundle):
         enhancer.enhance(image, rate=30, steps=21)
 
 
+def test_grey_input_gives_grey_output(tiny_bundle):
+    grey = natural_image(40, 56, seed=4)[..., :1].repeat(3, axis=2)
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    stops = enhancer.enhance_stops(grey, rate=20, stops=[1, 3], seed=2)
+    for output in stops.values():
+        assert np.array_equal(output[..., 0], output[..., 1]) and np.array_equal(output[..., 1], output[..., 2])
+        assert not np.array_equal(output, grey)
+    colour = natural_image(40, 56, seed=4)
+    coloured = enhancer.enhance(colour, rate=20, steps=1, seed=2)
+    assert not np.array_equal(coloured[..., 0], coloured[..., 1])
+
+
 def test_tiles_blend_without_seams(tiny_bundle):
     image = natural_image(200, 333, seed=2)
     enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
@@ -281,6 +294,33 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_bundle(photo_folder,
     fresh = replace(options, out=tmp_path / "continued", steps=1, init_from=bundle, val=None)
     train(fresh, log=messages.append)
     assert any(m.startswith("initialised from") for m in messages)
+
+
+def test_a_trained_bundle_grows_a_refiner_that_starts_as_the_identity(photo_folder, tmp_path):
+    plain = replace(TINY_MODEL, refine_channels=0)
+    base = tmp_path / "base"
+    train(TrainOptions(codec="jpeg", data=[photo_folder], out=base, steps=1, batch=2, crop=32, model=plain, device="cpu"))
+    grown = replace(plain, refine_channels=4)
+    before = DiracUNet(plain)
+    load_state_dict_strict(before, base / "bundle" / "model.safetensors")
+    after = DiracUNet(grown)
+    load_state_dict_strict(after, base / "bundle" / "model.safetensors", new_modules=("refiner.",))
+    inputs = (torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32), torch.tensor([50]), torch.tensor([0.2]))
+    assert torch.equal(before(*inputs), after(*inputs))
+    with pytest.raises(BundleError, match="missing"):
+        load_state_dict_strict(after, base / "bundle" / "model.safetensors")
+
+    options = TrainOptions(
+        codec="jpeg", data=[photo_folder], out=tmp_path / "grown", steps=2, batch=2, crop=32,
+        model=grown, init_from=base / "bundle", device="cpu",
+    )
+    bundle = train(options)
+    assert DiracConfig.load(bundle / "config.json").model.refine_channels == 4
+    refined = load_file(str(bundle / "model.safetensors"))
+    assert refined["refiner.conv2.weight"].abs().max() > 0
+    wider = replace(options, out=tmp_path / "wider", model=replace(grown, channels=(8, 24)))
+    with pytest.raises(ValueError, match="only be grown by a refinement stage"):
+        train(wider)
 
 
 def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):

@@ -175,8 +175,17 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
         log(f"resumed from {checkpoint} at step {step}")
     elif options.init_from is not None:
         config = DiracConfig.load(Path(options.init_from) / "config.json")
+        new_modules: tuple[str, ...] = ()
+        if options.model is not None and options.model != config.model:
+            if replace(options.model, refine_channels=0) != config.model or config.model.refine_channels:
+                raise ValueError(
+                    f"{options.init_from}: a bundle can only be grown by a refinement stage; "
+                    f"its model is {config.model.to_dict()}"
+                )
+            config = replace(config, model=options.model)
+            new_modules = ("refiner.",)
         model = DiracUNet(config.model)
-        load_state_dict_strict(model, Path(options.init_from) / "model.safetensors")
+        load_state_dict_strict(model, Path(options.init_from) / "model.safetensors", new_modules=new_modules)
         ema = _copy_for_eval(model, config)
         optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
         log(f"initialised from {options.init_from}")

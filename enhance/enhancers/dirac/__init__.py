@@ -92,5 +92,14 @@ class DiracEnhancer:
 
         overlap = min(self.overlap, self.tile // 2 // 16 * 16)
         blended = apply_tiled(decoded, process, self.tile, overlap)
-        out = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
-        return {steps: np.ascontiguousarray(out[..., 3 * i : 3 * i + 3]) for i, steps in enumerate(stops)}
+        outputs = [blended[..., 3 * i : 3 * i + 3] for i in range(len(stops))]
+        if is_grey(decoded):
+            # A grey image has no colour to restore; the model, trained on colour photos,
+            # predicts slightly different residuals per channel, which would show as colour noise.
+            outputs = [np.repeat(output.mean(axis=2, keepdims=True), 3, axis=2) for output in outputs]
+        return {steps: np.clip(np.rint(output), 0, 255).astype(np.uint8) for steps, output in zip(stops, outputs)}
+
+
+def is_grey(pixels: np.ndarray) -> bool:
+    """Whether an HxWx3 image has equal channels everywhere (a greyscale image decoded to RGB)."""
+    return bool(np.array_equal(pixels[..., 0], pixels[..., 1]) and np.array_equal(pixels[..., 1], pixels[..., 2]))

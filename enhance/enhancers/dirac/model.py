@@ -27,6 +27,8 @@ class DiracUNetConfig:
     mid_blocks: int = 2
     embed_dim: int = 256
     rate_conditioned: bool = True
+    # Hidden channels of the full-resolution refinement stage; 0 leaves it out.
+    refine_channels: int = 0
 
     @classmethod
     def from_dict(cls, data: dict) -> "DiracUNetConfig":
@@ -53,6 +55,8 @@ class DiracUNetConfig:
             raise ValueError("channels and blocks must be non-empty and of equal length")
         if self.unshuffle < 1 or self.embed_dim < 2 or self.embed_dim % 2:
             raise ValueError("unshuffle must be >= 1 and embed_dim even")
+        if self.refine_channels < 0:
+            raise ValueError("refine_channels must be >= 0")
 
     @property
     def size_multiple(self) -> int:
@@ -86,6 +90,30 @@ class ResBlock(nn.Module):
         return x + h
 
 
+class FullResolutionRefiner(nn.Module):
+    """A small 3x3 stage at full resolution, after the UNet's pixel shuffle.
+
+    Everything else runs at half resolution or less, so single-pixel structure can only
+    come out through the shuffle, which leaves a 2x2-periodic pattern; and near the end of
+    sampling the answer is mostly the noisy residual itself, which this stage sees directly.
+    Its output layer starts at zero, so adding it to a trained UNet changes nothing at first.
+    """
+
+    def __init__(self, image_channels: int, hidden: int, embed_dim: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3 * image_channels, hidden, 3, padding=1)
+        self.film = nn.Linear(embed_dim, 2 * hidden)
+        self.conv2 = nn.Conv2d(hidden, image_channels, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+
+    def forward(self, prediction, noisy_residual, decoded, embedding):
+        h = self.conv1(torch.cat([prediction, noisy_residual, decoded], dim=1))
+        scale, shift = self.film(embedding)[:, :, None, None].chunk(2, dim=1)
+        h = h * (1 + scale) + shift
+        return prediction + self.conv2(F.silu(h))
+
+
 class DiracUNet(nn.Module):
     """Predicts the scaled residual x - x_hat from (noisy residual, x_hat, t, rate)."""
 
@@ -117,6 +145,9 @@ class DiracUNet(nn.Module):
             nn.ModuleList(ResBlock(c, embed) for _ in range(n)) for c, n in zip(cfg.channels, cfg.blocks)
         )
         self.head = nn.Conv2d(cfg.channels[0], cfg.image_channels * s2, 3, padding=1)
+        self.refiner = (
+            FullResolutionRefiner(cfg.image_channels, cfg.refine_channels, embed) if cfg.refine_channels else None
+        )
 
     def embed(self, timesteps: torch.Tensor, rate: torch.Tensor | None) -> torch.Tensor:
         dim = self.config.embed_dim
@@ -157,4 +188,7 @@ class DiracUNet(nn.Module):
                 x = F.pixel_shuffle(self.up[level](F.silu(x)), 2) + skips.pop()
             for block in self.decoder[level]:
                 x = block(x, embedding)
-        return F.pixel_shuffle(self.head(F.silu(x)), cfg.unshuffle)
+        prediction = F.pixel_shuffle(self.head(F.silu(x)), cfg.unshuffle)
+        if self.refiner is not None:
+            prediction = self.refiner(prediction, noisy_residual, decoded, embedding)
+        return prediction

@@ -319,8 +319,13 @@ def test_a_trained_bundle_grows_a_refiner_that_starts_as_the_identity(photo_fold
     refined = load_file(str(bundle / "model.safetensors"))
     assert refined["refiner.conv2.weight"].abs().max() > 0
     wider = replace(options, out=tmp_path / "wider", model=replace(grown, channels=(8, 24)))
-    with pytest.raises(ValueError, match="only be grown by a refinement stage"):
+    with pytest.raises(EnhanceError, match="only be grown by a refinement stage"):
         train(wider)
+    # A resume takes the run's own model; asking for another one is refused.
+    resumed = train(replace(options, steps=3, model=None, init_from=None))
+    assert DiracConfig.load(resumed / "config.json").model.refine_channels == 4
+    with pytest.raises(EnhanceError, match="not the one asked for"):
+        train(replace(options, steps=4, model=plain))
 
 
 def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):

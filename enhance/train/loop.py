@@ -19,6 +19,7 @@ from ..enhancers.dirac.config import DiracConfig
 from ..enhancers.dirac.model import DiracUNet, DiracUNetConfig
 from ..enhancers.dirac.pipeline import DiracPipeline, load_state_dict_strict
 from ..enhancers.dirac.scheduler import LateStartDDIM
+from ..errors import EnhanceError
 from .data import DEGRADATIONS, CropSampler, find_images, load_rgb
 
 CHECKPOINT_FORMAT = "enhance.dirac.checkpoint"
@@ -84,13 +85,23 @@ def save_checkpoint(path: Path, model, ema, optimizer, step: int, config: DiracC
     _atomic_save(tensors, path, metadata)
 
 
-def load_checkpoint(path: Path, model, ema, optimizer) -> tuple[int, DiracConfig]:
+def _checkpoint_metadata(path: Path) -> dict[str, str]:
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
     if metadata.get("format") != CHECKPOINT_FORMAT or int(metadata.get("version", 0)) != CHECKPOINT_VERSION:
         raise ValueError(f"{path}: not a version {CHECKPOINT_VERSION} DIRAC checkpoint")
+    return metadata
+
+
+def checkpoint_config(path: Path) -> DiracConfig:
+    """The config a checkpoint was trained with, read without loading its tensors."""
+    return DiracConfig.from_dict(json.loads(_checkpoint_metadata(path)["config"]))
+
+
+def load_checkpoint(path: Path, model, ema, optimizer) -> tuple[int, DiracConfig]:
+    metadata = _checkpoint_metadata(path)
     config = DiracConfig.from_dict(json.loads(metadata["config"]))
     tensors = load_file(str(path))
     model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
@@ -171,6 +182,12 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
     checkpoint = out / "checkpoint.safetensors"
     step = 0
     if checkpoint.exists():
+        # Built from the checkpoint's own config, so resuming needs no model options.
+        stored = checkpoint_config(checkpoint).model
+        if options.model is not None and options.model != stored:
+            raise EnhanceError(f"{checkpoint}: this run trains the model {stored.to_dict()}, not the one asked for")
+        model, ema = DiracUNet(stored), DiracUNet(stored)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=options.lr, weight_decay=0.0)
         step, config = load_checkpoint(checkpoint, model, ema, optimizer)
         log(f"resumed from {checkpoint} at step {step}")
     elif options.init_from is not None:
@@ -178,7 +195,7 @@ def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
         new_modules: tuple[str, ...] = ()
         if options.model is not None and options.model != config.model:
             if replace(options.model, refine_channels=0) != config.model or config.model.refine_channels:
-                raise ValueError(
+                raise EnhanceError(
                     f"{options.init_from}: a bundle can only be grown by a refinement stage; "
                     f"its model is {config.model.to_dict()}"
                 )

@@ -2,8 +2,7 @@
 
     python bench/peak_memory.py [--bundle DIR] [--width 6000 --height 4000] [--tile N] [--json out.json]
 
-The default bundle is a random-weight one with the full-size architecture
-(`DiracUNetConfig()` defaults), which needs the same memory as the trained model. The
+The default bundle is the shipped JPEG model (weights/dirac-jpeg). The
 JPEG is synthetic (gradients, edges and noise, quality 75, 4:2:0). Each measurement is
 a child process whose peak resident set size comes from wait4(): one runs the whole
 `enhance run` (decode, enhance, consistency projection, PNG encode), one only loads the
@@ -26,6 +25,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from enhance.enhancers import bundle_directory
+
 RUN_CLI = "from enhance.cli import main; main()"
 LOAD_ONLY = "import sys; from enhance.runs import load_jpeg_enhancer; load_jpeg_enhancer(sys.argv[1], device=sys.argv[2] or None)"
 
@@ -42,17 +43,6 @@ def synthetic_jpeg(path: Path, height: int, width: int) -> None:
     Image.fromarray(image).save(path, "JPEG", quality=75, subsampling=2)
 
 
-def random_full_size_bundle(directory: Path) -> Path:
-    import torch
-
-    from enhance.enhancers.dirac import DiracConfig, DiracUNet, DiracUNetConfig
-    from enhance.train.loop import save_bundle
-
-    torch.manual_seed(0)
-    save_bundle(directory, DiracUNet(DiracUNetConfig()), DiracConfig(default_steps=1))
-    return directory
-
-
 def peak_rss(command: list[str]) -> tuple[int, float]:
     """(peak resident set size in bytes, wall seconds) of a child process."""
     start = time.perf_counter()
@@ -65,7 +55,7 @@ def peak_rss(command: list[str]) -> tuple[int, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: random weights, full-size model)")
+    parser.add_argument("--bundle", type=Path, default=None, help="bundle directory (default: the shipped JPEG model)")
     parser.add_argument("--width", type=int, default=6000)
     parser.add_argument("--height", type=int, default=4000)
     parser.add_argument("--tile", type=int, default=None, help="tile size (default: the enhancer's)")
@@ -75,7 +65,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        bundle = args.bundle or random_full_size_bundle(scratch / "bundle")
+        bundle = args.bundle or bundle_directory("jpeg")
         photo = scratch / "photo.jpg"
         synthetic_jpeg(photo, args.height, args.width)
         load_bytes, _ = peak_rss([sys.executable, "-c", LOAD_ONLY, str(bundle), args.device])
@@ -88,6 +78,8 @@ def main() -> None:
 
     megapixels = args.width * args.height / 1e6
     result = {
+        "command": "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "bundle": str(args.bundle or "weights/dirac-jpeg"),
         "image": f"{args.width}x{args.height} ({megapixels:.1f} MP) JPEG q75 4:2:0",
         "tile": args.tile or "default",
         "steps": 1,

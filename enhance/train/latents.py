@@ -1,0 +1,101 @@
+"""Latents of the training photos, computed once and cached, and random crops drawn from them.
+
+The autoencoder is frozen while latent models train, so each photo and its mirror image are
+encoded once (`cache_latents`, resumable: finished files are kept) and training reads
+fp16 latents from disk instead of running the encoder every step. Rotations by 90 degrees
+are not cached: the latent of a rotated image is not the rotated latent.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..latent import LatentAutoencoder, encode_image
+from .data import find_images, load_rgb
+
+VERSION = 1
+
+
+def cache_name(image: Path, root: Path) -> str:
+    relative = image.relative_to(root) if image.is_relative_to(root) else Path(image.name)
+    return str(relative.with_suffix("")).replace("/", "__") + ".safetensors"
+
+
+def cache_latents(autoencoder: LatentAutoencoder, roots: list[Path], out: Path, *, log=print) -> list[Path]:
+    """Encodes every image under `roots` and its left-right mirror into `out`; returns the cache files."""
+    from safetensors.torch import save_file
+
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for root in roots:
+        for index, image_path in enumerate(find_images([Path(root)])):
+            target = out / cache_name(image_path, Path(root))
+            files.append(target)
+            if target.exists():
+                continue
+            image = load_rgb(image_path)
+            tensors = {
+                "latent": encode_image(autoencoder, image)[0].half(),
+                "latent_mirrored": encode_image(autoencoder, np.ascontiguousarray(image[:, ::-1]))[0].half(),
+            }
+            metadata = {"version": str(VERSION), "autoencoder": autoencoder.name, "source": str(image_path)}
+            temporary = target.with_suffix(".tmp")
+            save_file(tensors, str(temporary), metadata=metadata)
+            temporary.rename(target)
+            log(f"{index + 1}: {image_path.name} -> {tuple(tensors['latent'].shape)}")
+    return files
+
+
+class LatentCropSampler:
+    """Holds cached latents in memory and draws random crops (with their mirrors) as float batches."""
+
+    def __init__(self, files: list[Path], crop: int, seed: int = 0):
+        from safetensors.torch import load_file
+
+        self.crop = crop
+        self.latents: list[torch.Tensor] = []
+        for path in files:
+            tensors = load_file(str(path))
+            for key in ("latent", "latent_mirrored"):
+                latent = tensors[key]
+                if min(latent.shape[-2:]) >= crop:
+                    self.latents.append(latent)
+        if not self.latents:
+            raise ValueError(f"no cached latent is at least {crop} on its shorter side")
+        areas = np.array([lat.shape[-1] * lat.shape[-2] for lat in self.latents], dtype=np.float64)
+        # By the square root of the area, as for pixel crops: big photos count more, not all.
+        self.weights = np.sqrt(areas) / np.sqrt(areas).sum()
+        self.rng = np.random.default_rng(seed)
+
+    @property
+    def channels(self) -> int:
+        return self.latents[0].shape[0]
+
+    def set_state(self, seed: int, step: int) -> None:
+        self.rng = np.random.default_rng([seed, step])
+
+    def batch(self, size: int) -> torch.Tensor:
+        crop, rng = self.crop, self.rng
+        picked = []
+        for index in rng.choice(len(self.latents), size=size, p=self.weights):
+            latent = self.latents[index]
+            y = int(rng.integers(0, latent.shape[-2] - crop + 1))
+            x = int(rng.integers(0, latent.shape[-1] - crop + 1))
+            picked.append(latent[:, y : y + crop, x : x + crop])
+        return torch.stack(picked).float()
+
+    def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-channel mean and standard deviation over every cached latent position."""
+        total = torch.zeros(self.channels, dtype=torch.float64)
+        squares = torch.zeros_like(total)
+        count = 0
+        for latent in self.latents:
+            flat = latent.double().flatten(1)
+            total += flat.sum(1)
+            squares += flat.pow(2).sum(1)
+            count += flat.shape[1]
+        mean = total / count
+        return mean.float(), (squares / count - mean.pow(2)).sqrt().float()

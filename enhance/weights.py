@@ -356,6 +356,17 @@ def resolve(bundle: str, path: str, *, lock: Path | str | None = None) -> Path:
     raise WeightsError(f"weights.lock has no file {path!r} in bundle {bundle!r}")
 
 
+def resolve_bundle(bundle: str, *, lock: Path | str | None = None) -> Path:
+    """The folder holding every verified file of `bundle` (a multi-file bundle, e.g. a prior)."""
+    rows = _rows(lock, bundle)
+    paths = [_obtain(row, replace_bad_cache=False) for row in rows]
+    roots = {path.parents[len(PurePosixPath(row.path).parts) - 1] for row, path in zip(rows, paths)}
+    if len(roots) != 1:
+        raise WeightsError(f"weights {bundle}: its files lie in different places ({', '.join(map(str, sorted(roots)))}); "
+                           f"run `enhance weights fetch {bundle}` to gather them in the cache")
+    return roots.pop()
+
+
 def fetch(bundle: str | None = None, *, lock: Path | str | None = None) -> list[tuple[WeightFile, Path]]:
     """Makes every file of `bundle` (all bundles when None) available locally; a bad cached copy is replaced."""
     return [(row, _obtain(row, replace_bad_cache=True)) for row in _rows(lock, bundle)]

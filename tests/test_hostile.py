@@ -95,3 +95,122 @@ def test_checked_rans_decoder_is_bit_exact_with_compressai():
             CheckedRansDecoder().decode_with_indexes(string[:-4], indexes, cdfs, sizes, offsets)
         with pytest.raises(RansError):
             CheckedRansDecoder().decode_with_indexes(string + b"\0\0\0\0", indexes, cdfs, sizes, offsets)
+
+
+# --- decompression bombs: one pixel limit, checked before decoding ---------------------
+
+from test_codecs import fake_binaries, make_codec  # noqa: E402,F401  (the fixture is used below)
+
+from enhance import container, limits  # noqa: E402
+from enhance.codecs import BUILTIN_CODECS  # noqa: E402
+
+
+def _middle_quality(codec) -> float:
+    low, high = codec.quality_range
+    middle = (low + high) / 2
+    return round(middle) if getattr(codec, "integer_quality", True) else middle
+
+
+@pytest.mark.parametrize("name", list(BUILTIN_CODECS))
+def test_every_codec_checks_the_declared_size_against_the_one_limit(name, fake_binaries, monkeypatch):
+    import enhance
+
+    codec = make_codec(name)
+    if not codec.available()[0]:
+        pytest.skip(f"{name} is not usable here")
+    height, width = 33, 47
+    data = codec.encode(natural_image(height, width), _middle_quality(codec))
+    wrapped = container.pack(name, width, height, data) if codec.needs_container else data
+    monkeypatch.setenv(limits.ENV_VAR, "0.001")  # 1,000 pixels: less than 47x33
+    with pytest.raises(BadInput, match=r"47x33 is 0 megapixels, over the limit of 0\.001 .*ENHANCE_MAX_MEGAPIXELS"):
+        codec.decode(data)
+    with pytest.raises(BadInput, match="over the limit of 0.001"):
+        enhance.decode(wrapped) if not codec.needs_container else _decode_container_with(codec, wrapped)
+    monkeypatch.setenv(limits.ENV_VAR, "0.0016")
+    assert codec.decode(data).shape == (height, width, 3)
+
+
+def _decode_container_with(codec, data: bytes):
+    """`enhance.decode` of a container, its codec built as the tests build it (tiny random weights)."""
+    from unittest import mock
+
+    import enhance
+    from enhance import registry
+
+    with mock.patch.object(registry, "container_codec", lambda name, **kwargs: ("codec", lambda: codec)):
+        return enhance.decode(data)
+
+
+def test_bombs_are_refused_before_decoding():
+    """A 1 KB JPEG declaring 60000x60000 and a container declaring 2^20 x 2^20 are refused by the
+    same limit (default 150 MP), with the way to raise it; Pillow's own guard does not pre-empt it."""
+    import enhance
+    from conftest import make_jpeg, set_jpeg_size
+
+    from enhance.image import decode_image
+
+    bomb = set_jpeg_size(make_jpeg("420"), 20000, 20000)  # 400 MP: over ours, over Pillow's 179 MP
+    for decode in (lambda: decode_image(bomb, path="bomb.jpg"), lambda: enhance.decode(bomb)):
+        with pytest.raises(BadInput, match=r"20000x20000 is 400 megapixels, over the limit of 150 .*ENHANCE_MAX_MEGAPIXELS"):
+            decode()
+    huge = container.pack("bmshj2018-hyperprior", 1 << 20, 1 << 20, b"\x01\x00\x03")
+    with pytest.raises(BadInput, match="container: 1048576x1048576 .* over the limit of 150"):
+        enhance.decode(huge)
+
+
+def test_the_limit_is_one_setting(monkeypatch):
+    from enhance.errors import EnhanceError
+    from enhance.image import decode_image
+    from conftest import make_jpeg
+
+    assert limits.max_pixels() == 150_000_000
+    monkeypatch.setenv(limits.ENV_VAR, "2.5")
+    assert limits.max_pixels() == 2_500_000
+    assert limits.max_pixels(1000) == 1000  # an explicit value (enhance run --max-megapixels) wins
+    jpeg = make_jpeg("420")  # 33x47 or so: well under a megapixel
+    monkeypatch.setenv(limits.ENV_VAR, "0.0001")
+    with pytest.raises(BadInput, match="over the limit of 0.0001"):
+        decode_image(jpeg, path="small.jpg")
+    assert decode_image(jpeg, path="small.jpg", max_pixels=10**6).pixels.ndim == 3
+    for bad in ("many", "0", "-1", "nan"):
+        monkeypatch.setenv(limits.ENV_VAR, bad)
+        with pytest.raises(EnhanceError, match="ENHANCE_MAX_MEGAPIXELS"):
+            limits.max_pixels()
+
+
+def test_jpeg_xl_size_header_is_read_without_decoding():
+    import imagecodecs
+
+    from enhance.codecs.jxl import declared_size
+
+    rng = np.random.default_rng(0)
+    for height, width in ((1, 1), (8, 8), (33, 47), (47, 33), (256, 512), (9, 144), (513, 1), (3, 5000), (600, 800)):
+        pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        for options in ({"distance": 1.0, "effort": 1}, {"lossless": True, "effort": 1}, {"distance": 1.0, "usecontainer": True}):
+            assert declared_size(bytes(imagecodecs.jpegxl_encode(pixels, **options))) == (width, height)
+    with pytest.raises(BadInput, match="truncated"):
+        declared_size(b"\xff\x0a")
+
+
+# --- accurate reasons ------------------------------------------------------------------
+
+
+def test_twelve_bit_jpeg_and_tiny_files_get_accurate_reasons():
+    import enhance
+    from conftest import make_jpeg
+
+    from enhance.image import decode_image
+
+    data = make_jpeg("420")
+    frame = data.find(b"\xff\xc0")
+    twelve_bit = data[: frame + 4] + bytes([12]) + data[frame + 5 :]
+    with pytest.raises(BadInput, match="a 12-bit JPEG; only 8-bit JPEGs are supported"):
+        decode_image(twelve_bit, path="deep.jpg")
+    with pytest.raises(BadInput, match="a 12-bit JPEG"):
+        enhance.decode(twelve_bit)
+    with pytest.raises(BadInput, match="a truncated JPEG: only 2 bytes"):
+        decode_image(b"\xff\xd8", path="two.jpg")
+    with pytest.raises(BadInput, match="only 2 bytes, too short"):
+        decode_image(b"ab", path="two.jpg")
+    with pytest.raises(BadInput, match="only 2 bytes, too short"):
+        enhance.decode(b"\xff\xd8")

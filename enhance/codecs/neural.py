@@ -120,6 +120,7 @@ class CompressAICodec(BuiltinCodec):
     family = "neural"
     higher_quality_is_better = True
     quality_unit = "model"
+    quality_meaning = "CompressAI zoo model index: 1 lowest rate, the highest index best"
     file_extension = ".enh"
     needs_container = True
 

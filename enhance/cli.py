@@ -149,14 +149,18 @@ def weights_fetch(bundle: Optional[str] = typer.Argument(None, help="Bundle to f
 
 @weights_app.command("verify")
 def weights_verify(bundle: Optional[str] = typer.Argument(None, help="Bundle to verify (default: all).")) -> None:
-    """Hash every file found locally; exits 1 if any is missing or does not match."""
+    """Hash every file found locally; exits 1 if one is present and wrong, or required and absent (optional ones may be absent)."""
     from . import weights
 
     results = weights.verify(bundle)
     for row, status in results:
         where = f" ({status.where}: {status.location})" if status.location else ""
-        typer.echo(f"{'ok' if status.ok else 'FAIL'}  {row.bundle}/{row.path}{where}: {status.detail}")
-    if not all(status.ok for _, status in results):
+        kind = "required" if row.required else "optional"
+        typer.echo(f"{status.label}  {row.bundle}/{row.path} [{kind}]{where}: {status.detail}")
+    failed = sum(not status.ok for _, status in results)
+    absent = sum(status.missing and status.ok for _, status in results)
+    typer.echo(f"{len(results) - failed - absent} ok, {absent} optional absent, {failed} failed")
+    if failed:
         raise typer.Exit(1)
 
 

@@ -214,3 +214,94 @@ def test_twelve_bit_jpeg_and_tiny_files_get_accurate_reasons():
         decode_image(b"ab", path="two.jpg")
     with pytest.raises(BadInput, match="only 2 bytes, too short"):
         enhance.decode(b"\xff\xd8")
+
+
+# --- DIRAC bundles: strict configs, finite weights and outputs --------------------------
+
+import json  # noqa: E402
+
+from enhance.enhancers.dirac import BundleError  # noqa: E402
+
+
+def _with(data: dict, path: str, value) -> dict:
+    data = json.loads(json.dumps(data))
+    *parents, last = path.split(".")
+    node = data
+    for key in parents:
+        node = node[key]
+    if value is _DELETE:
+        del node[last]
+    else:
+        node[last] = value
+    return data
+
+
+_DELETE = object()
+
+
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("model.embed_dim", 256.0, "model.embed_dim must be a whole number, got 256.0"),
+        ("model.mid_blocks", "2", 'model.mid_blocks must be a whole number, got "2"'),
+        ("model.unshuffle", 2.0, "model.unshuffle must be a whole number, got 2.0"),
+        ("model.channels", [8, "16"], "model.channels\\[1\\] must be a whole number"),
+        ("model.rate_conditioned", 1, "model.rate_conditioned must be true or false"),
+        ("model.refine_channels", _DELETE, "model is missing the key model.refine_channels"),
+        ("schedule.beta_end", "0.02", 'schedule.beta_end must be a finite number, got "0.02"'),
+        ("schedule.t_start", _DELETE, "schedule is missing the key schedule.t_start"),
+        ("residual_scale", "NaN", 'residual_scale must be a finite number, got "NaN"'),
+        ("residual_scale", 0, "residual_scale must be positive"),
+        ("rate.low", _DELETE, "rate is missing the key rate.low"),
+        ("rate.low", 100.0, "rate.low must be less than rate.high, got 100 and 100"),
+        ("rate.high", True, "rate.high must be a finite number, got true"),
+        ("thresholds.lower", [[-1.0, -1.0]] * 3, "thresholds.lower\\[0\\] must list 3 values \\(one per image channel\\)"),
+        ("thresholds.rates", [5.0, 50.0], "thresholds.lower has 3 rows, thresholds.rates has 2 rates"),
+        ("default_steps", 2.0, "default_steps must be a whole number"),
+    ],
+)
+def test_bundle_config_is_validated_strictly(tiny_bundle, key, value, message):
+    from enhance.enhancers import load_enhancer
+
+    path = tiny_bundle / "config.json"
+    data = json.loads(path.read_text())
+    path.write_text(json.dumps(_with(data, key, value)))
+    with pytest.raises(BundleError, match=f"{path}: {message}"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+
+
+def test_non_finite_numbers_in_config_json_are_refused(tiny_bundle):
+    from enhance.enhancers.dirac import DiracConfig
+
+    path = tiny_bundle / "config.json"
+    path.write_text(path.read_text().replace('"residual_scale": 4.0', '"residual_scale": NaN'))
+    assert "NaN" in path.read_text()
+    with pytest.raises(BundleError, match="NaN is not a number JSON allows"):
+        DiracConfig.load(path)
+
+
+def test_non_finite_weights_are_refused(tiny_bundle):
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from enhance.enhancers import load_enhancer
+
+    weights = tiny_bundle / "model.safetensors"
+    state = load_file(str(weights))
+    name = next(name for name, tensor in state.items() if tensor.numel() > 1)
+    state[name].view(-1)[0] = float("nan")
+    save_file(state, str(weights))
+    with pytest.raises(BundleError, match=f"{name} holds non-finite values"):
+        load_enhancer("jpeg", bundle=tiny_bundle)
+
+
+def test_non_finite_outputs_are_refused(tiny_bundle):
+    import torch
+
+    from enhance.enhancers import load_enhancer
+
+    enhancer = load_enhancer("jpeg", bundle=tiny_bundle, device="cpu")
+    with torch.no_grad():
+        next(enhancer.pipeline.model.parameters()).fill_(float("inf"))
+    with pytest.raises(BundleError, match="non-finite values"):
+        enhancer.enhance(natural_image(32, 48), rate=50.0, steps=1)

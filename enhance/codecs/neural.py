@@ -31,6 +31,8 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 
@@ -141,11 +143,38 @@ class CompressAICodec(BuiltinCodec):
         self._models: dict[tuple[int, str], object] = {}
 
     def available(self) -> tuple[bool, str]:
+        """Usable here: CompressAI imports, and (unless a `model_loader` replaces them) some of its weights are local."""
         try:
             import_compressai()
         except CodecUnavailable as error:
             return False, str(error)
-        return True, ""
+        if self._model_loader is not None:
+            return True, ""
+        return self._weights_available()
+
+    def _weights_available(self) -> tuple[bool, str]:
+        from .. import weights
+
+        try:
+            rows = [row for row in weights.load_lock(self.weights_lock) if row.bundle == self.weights_bundle]
+        except WeightsError as error:
+            return False, str(error)
+        if not rows:
+            return False, f"weights.lock lists no weights for it (bundle {self.weights_bundle})"
+        for row in rows:
+            if weights.locate(row) is not None:
+                return True, ""
+            if row.url.startswith("file://") and Path(url2pathname(urlsplit(row.url).path)).is_file():
+                return True, ""
+        return False, f"its weights are not on this machine; {weights.download_help(rows[0])}"
+
+    def _require_available(self) -> None:
+        # Only the library: missing weights are downloaded when a model is loaded, or refused
+        # there with what to do (`weights.resolve`).
+        try:
+            import_compressai()
+        except CodecUnavailable as error:
+            raise CodecUnavailable(f"codec {self.name} is unavailable: {error}") from None
 
     @property
     def weights_bundle(self) -> str:

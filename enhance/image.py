@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import struct
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 

@@ -281,7 +281,6 @@ def test_non_finite_numbers_in_config_json_are_refused(tiny_bundle):
 
 
 def test_non_finite_weights_are_refused(tiny_bundle):
-    import torch
     from safetensors.torch import load_file, save_file
 
     from enhance.enhancers import load_enhancer

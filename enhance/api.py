@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container, image, registry
+from . import container, image, limits, registry
 from .errors import BadInput, ContainerError, EnhanceError
 
 AVIF_BRANDS = {b"avif", b"avis"}
@@ -101,6 +101,8 @@ def decode_bytes(data: bytes, *, steps: int | None = None, seed: int = 0, source
         if container.is_container(data):
             return _decode_container(container.unpack(data), steps=steps, seed=seed, source=source)
         name = native_codec(data)
+        if name is None and len(data) < image.TOO_SHORT_BYTES:
+            raise BadInput(f"not an image or an enhance container: only {len(data)} bytes, too short for either")
         if name is None:
             raise BadInput(
                 "neither an enhance container nor a known image format (JPEG, WebP, AVIF, HEIC, JPEG 2000, JPEG XL, BPG)"
@@ -111,6 +113,8 @@ def decode_bytes(data: bytes, *, steps: int | None = None, seed: int = 0, source
 
 
 def _decode_container(parsed: container.Container, *, steps: int | None, seed: int, source: str) -> np.ndarray:
+    # The size the header declares, before the codec is built or any payload decoded.
+    limits.check_pixels(parsed.width, parsed.height, "container")
     kind, factory = registry.container_codec(parsed.codec, source=source)
     instance = factory()
     if kind == "full_codec":

@@ -50,6 +50,8 @@ class CodecDescription:
     higher_quality_is_better: bool
     available: bool
     reason: str
+    # What `-q` means, in the terms of the format's own tools ("" when the codec does not say).
+    quality_meaning: str = ""
 
 
 def describe_codecs(codecs: dict[str, type] | None = None) -> list[CodecDescription]:
@@ -67,6 +69,7 @@ def describe_codecs(codecs: dict[str, type] | None = None) -> list[CodecDescript
                 higher_quality_is_better=codec.higher_quality_is_better,
                 available=usable,
                 reason=reason,
+                quality_meaning=getattr(codec, "quality_meaning", ""),
             )
         )
     return descriptions

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 
 from ..errors import BadInput, EnhanceError
-from .base import BuiltinCodec, checked_subsampling, rgb_array
+from .base import BuiltinCodec, check_pixel_count, checked_subsampling, rgb_array
 
 
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -24,6 +25,7 @@ class HeicCodec(BuiltinCodec):
     family = "classical"
     quality_range = (0, 100)
     higher_quality_is_better = True
+    quality_meaning = "libheif quality (heif-enc -q): 0 worst, 100 best"
     file_extension = ".heic"
 
     def __init__(self, *, subsampling: str = "4:2:0", preset: str | None = None):
@@ -63,8 +65,14 @@ class HeicCodec(BuiltinCodec):
 
         data = self._checked_bytes(data)
         try:
+            # Parses the HEIF boxes only; pixels are decoded by `to_pillow`, after the size check.
             heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+            check_pixel_count(*heif.size, self.name)
             return rgb_array(heif.to_pillow())
-        # libheif reports bad data as ValueError (invalid input) or RuntimeError (decoder errors).
-        except (ValueError, RuntimeError, OSError, EOFError) as error:
-            raise BadInput(f"codec {self.name}: cannot decode {len(data)} bytes as HEIC: {error}") from None
+        except BadInput:
+            raise
+        # libheif reports bad data as ValueError (invalid input) or RuntimeError (decoder errors);
+        # pillow-heif's own box parsing raises IndexError, SyntaxError or struct errors on
+        # mangled metadata.
+        except (ValueError, RuntimeError, OSError, EOFError, IndexError, SyntaxError, KeyError, TypeError, struct.error) as error:
+            raise BadInput(f"codec {self.name}: cannot decode {len(data)} bytes as HEIC: {error or type(error).__name__}") from None

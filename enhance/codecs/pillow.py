@@ -18,6 +18,7 @@ class JpegCodec(PillowCodec):
     quality_range = (1, 100)
     higher_quality_is_better = True
     file_extension = ".jpg"
+    quality_meaning = "IJG quality (libjpeg, cjpeg -quality): 1 worst, 100 best"
     pillow_format = "JPEG"
     pillow_feature = "jpg"
 
@@ -35,6 +36,7 @@ class WebpCodec(PillowCodec):
     quality_range = (0, 100)
     higher_quality_is_better = True
     file_extension = ".webp"
+    quality_meaning = "libwebp quality (cwebp -q): 0 worst, 100 best"
     pillow_format = "WEBP"
     pillow_feature = "webp"
 
@@ -54,6 +56,7 @@ class AvifCodec(PillowCodec):
     quality_range = (0, 100)
     higher_quality_is_better = True
     file_extension = ".avif"
+    quality_meaning = "libavif quality (avifenc -q): 0 worst, 100 best"
     pillow_format = "AVIF"
     pillow_feature = "avif"
 
@@ -82,6 +85,7 @@ class Jpeg2000Codec(PillowCodec):
     quality_unit = "PSNR dB"
     integer_quality = False
     file_extension = ".jp2"
+    quality_meaning = "target PSNR in dB (OpenJPEG): 20 smeared, 40 good, 60 near lossless"
     pillow_format = "JPEG2000"
     pillow_feature = "jpg_2000"
 

@@ -41,6 +41,9 @@ def load_state_dict_strict(model: torch.nn.Module, path: Path, *, new_modules: t
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
             raise BundleError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
+        # A changed byte in a float can make it NaN or infinite, which turns every output black.
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise BundleError(f"{path}: {name} holds non-finite values (NaN or infinity): the file is damaged or tampered with")
     model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=not new_modules)
 
 
@@ -127,4 +130,7 @@ class DiracPipeline:
                 results[index] = prediction / cfg.residual_scale
             if index < max(stops):
                 sample = self.schedule.step(prediction, timestep, sample)
+        for steps in stops:
+            if not bool(torch.isfinite(results[steps]).all()):
+                raise BundleError("the DIRAC model produced non-finite values (NaN or infinity); its weights are broken")
         return [results[steps] for steps in stops]

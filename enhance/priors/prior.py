@@ -163,7 +163,8 @@ class LatentPrior(nn.Module):
         (directory / "unet").mkdir(parents=True, exist_ok=True)
         (directory / "scheduler").mkdir(parents=True, exist_ok=True)
         (directory / "prior.json").write_text(json.dumps(self.config.to_dict(), indent=2) + "\n")
-        unet_config = {"_class_name": type(self.unet).__name__, **dict(self.unet.config)}
+        settings = {key: value for key, value in dict(self.unet.config).items() if not key.startswith("_")}
+        unet_config = {"_class_name": type(self.unet).__name__, **settings}
         (directory / "unet" / "config.json").write_text(json.dumps(unet_config, indent=2, default=list) + "\n")
         tensors = {k: v.to(dtype) for k, v in self.unet.state_dict().items()}
         atomic_save(tensors, directory / "unet" / "diffusion_pytorch_model.safetensors", {"format": "pt"})
@@ -191,8 +192,9 @@ def build_unet(config: dict, where: str = "unet config") -> nn.Module:
     """A diffusers UNet from its config dict (its `_class_name` picks the class)."""
     if not isinstance(config, dict):
         raise WeightsError(f"{where}: not a JSON object")
-    config = dict(config)
-    unet_class = _unet_class(str(config.pop("_class_name", "UNet2DModel")))
+    # diffusers' bookkeeping keys (such as `_use_default_values`) would override settings.
+    unet_class = _unet_class(str(config.get("_class_name", "UNet2DModel")))
+    config = {key: value for key, value in config.items() if not key.startswith("_")}
     try:
         return unet_class.from_config(config)
     except (TypeError, ValueError, KeyError) as error:

@@ -1,0 +1,195 @@
+"""`PercoCodec`: PerCo (Careil et al. 2024) as an enhance full codec, at any image size.
+
+Sender: latent z = E(x), normalised; the hyper-encoder's grid of local codes at the level's
+resolution (1/8 to 1/64 of the image) and a global code, each an index into a codebook, sent
+with log2(V) bits apiece; an optional caption travels zlib-compressed.
+Receiver: DDIM from pure noise over the whole schedule, the UNet conditioned on the
+nearest-upsampled local codes and on the level and global code, with classifier-free guidance
+on the global code (`guidance`, 1 = off); 20 steps below 0.05 bpp and 5 above by default.
+Seeded: the same bytes and seed give the same image.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from enhance.errors import BadInput, EnhanceError, WeightsError
+
+from . import bitstream
+from .config import PercoConfig
+from .model import PercoModel
+
+BUNDLE = "perco"
+MAX_PIXELS = 150_000_000
+MAX_STEPS = 1000
+
+
+def _lock() -> Path:
+    return Path(__file__).parent / "weights.lock"
+
+
+class PercoCodec:
+    name = "perco"
+    container_id = 9
+    rate_unit = "level"
+
+    def __init__(self, *, bundle: Path | str | None = None, device: str | None = None, guidance: float | None = None, caption: str | None = None):
+        self._bundle = Path(bundle) if bundle is not None else None
+        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._guidance = guidance
+        self._caption = caption
+        self._loaded = None
+
+    @property
+    def rate_range(self) -> tuple[float, float]:
+        return (1.0, float(len(self._parts()[0].levels)))
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        from enhance import weights
+
+        missing = [f"{row.bundle}/{row.path}" for row in weights.load_lock(_lock()) if weights.locate(row) is None]
+        if missing:
+            return False, f"weights missing: {', '.join(missing)} (enhance weights fetch {BUNDLE})"
+        return True, ""
+
+    # --- encode --------------------------------------------------------------------------
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
+        config, model, autoencoder = self._parts()
+        level = self._level(rate, config)
+        with torch.no_grad():
+            latent = model.decoder.normalise(self._encode_latent(image, autoencoder))
+            _, local_indices, _, global_indices, _ = model.encoder(latent, level)
+        payload = bitstream.Payload(
+            height=image.shape[0],
+            width=image.shape[1],
+            level=level,
+            global_indices=global_indices[0].cpu().numpy(),
+            local_indices=local_indices[0].cpu().numpy(),
+            caption=self._caption,
+        )
+        return bitstream.write(payload, self._global_bits(config), self._local_bits(config, level))
+
+    # --- decode --------------------------------------------------------------------------
+    def decode(self, data: bytes, *, steps: int | None = None, seed: int = 0) -> np.ndarray:
+        config, model, autoencoder = self._parts()
+        payload = bitstream.read(
+            data,
+            grid=lambda level, h, w: self._grid(config, level, h, w, autoencoder.factor),
+            levels=len(config.levels),
+            global_codes=config.global_codes,
+            global_bits=self._global_bits(config),
+            local_bits=lambda level: self._local_bits(config, level),
+            max_pixels=MAX_PIXELS,
+        )
+        steps = config.default_steps(payload.level) if steps is None else steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
+            raise EnhanceError(f"perco: steps must be an integer from 1 to {MAX_STEPS}, not {steps!r}")
+        with torch.no_grad():
+            latent = self._generate(payload, steps, seed, config, model, autoencoder.factor)
+            pixels = autoencoder.decode(model.decoder.denormalise(latent))
+        from enhance.latent import tensor_to_image
+
+        return tensor_to_image(pixels[..., : payload.height, : payload.width])
+
+    def _generate(self, payload, steps, seed, config, model: PercoModel, factor: int) -> torch.Tensor:
+        size = (math.ceil(payload.height / factor), math.ceil(payload.width / factor))
+        quantizer = model.encoder.quantizers[payload.level]
+        local = quantizer.lookup(torch.from_numpy(payload.local_indices).to(self._device)).permute(2, 0, 1)[None]
+        features = model.local_features(local, payload.level, size)
+        global_codes = None
+        if config.global_codes:
+            global_codes = model.encoder.global_quantizer.lookup(torch.from_numpy(payload.global_indices).to(self._device))[None]
+        conditional = model.condition_vector(payload.level, global_codes, 1)
+        unconditional = model.condition_vector(payload.level, None, 1)
+        guidance = config.guidance if self._guidance is None else self._guidance
+        generator = torch.Generator().manual_seed(seed)
+        noise = torch.randn((1, config.latent_channels, *size), generator=generator).to(self._device)
+
+        def guide(noisy, timesteps, _):
+            if guidance == 1.0:
+                return model.output(noisy, timesteps, features, conditional)
+            both = model.output(noisy.repeat(2, 1, 1, 1), timesteps.repeat(2), features.repeat(2, 1, 1, 1), torch.cat([conditional, unconditional]))
+            with_code, without = both.chunk(2)
+            return without + guidance * (with_code - without)
+
+        start = model.decoder.num_timesteps - 1
+        with torch.autocast(self._device.type, dtype=torch.bfloat16):
+            return model.decoder.denoise(noise, start, steps, guide=guide).float()
+
+    # --- helpers -------------------------------------------------------------------------
+    @staticmethod
+    def _grid(config: PercoConfig, level: int, height: int, width: int, factor: int) -> tuple[int, int]:
+        grid = config.levels[level][0]
+        return math.ceil(math.ceil(height / factor) / grid), math.ceil(math.ceil(width / factor) / grid)
+
+    @staticmethod
+    def _local_bits(config: PercoConfig, level: int) -> int:
+        return int(math.log2(config.levels[level][1]))
+
+    @staticmethod
+    def _global_bits(config: PercoConfig) -> int:
+        return int(math.log2(config.global_codebook))
+
+    def _encode_latent(self, image: np.ndarray, autoencoder) -> torch.Tensor:
+        from enhance.latent import image_to_tensor
+        from enhance.latent.padding import pad_to_multiple
+
+        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
+            raise BadInput("perco: the image must be uint8 HxWx3")
+        if not 1 <= image.shape[0] <= bitstream.MAX_SIDE or not 1 <= image.shape[1] <= bitstream.MAX_SIDE:
+            raise BadInput(f"perco: sides must be 1..{bitstream.MAX_SIDE} pixels")
+        return autoencoder.encode(pad_to_multiple(image_to_tensor(image, self._device), autoencoder.factor))
+
+    @staticmethod
+    def _level(rate: float, config: PercoConfig) -> int:
+        levels = len(config.levels)
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != int(rate) or not 1 <= rate <= levels:
+            raise EnhanceError(f"perco: rate must be a level from 1 to {levels}, not {rate!r}")
+        return int(rate) - 1
+
+    def _parts(self):
+        if self._loaded is None:
+            self._loaded = load_parts(self._bundle or self._shipped_bundle(), self._device)
+        return self._loaded
+
+    @staticmethod
+    def _shipped_bundle() -> Path:
+        from enhance import weights
+
+        return weights.resolve_bundle(BUNDLE, lock=_lock())
+
+
+def load_parts(directory: Path, device) -> tuple:
+    """(config, model, autoencoder) of a PerCo bundle folder: perco.json, model.safetensors, decoder/."""
+    from enhance.latent import autoencoder_from_directory, load_autoencoder
+    from enhance.priors import LatentPrior
+    from enhance.priors.prior import load_strict
+
+    config = PercoConfig.load(directory / "perco.json")
+    decoder = LatentPrior.from_pretrained(directory / "decoder", device=device)
+    model = PercoModel(config, decoder)
+    load_strict(_EncoderSide(model), directory / "model.safetensors")
+    model.to(device).eval().requires_grad_(False)
+    if (directory / config.autoencoder).is_dir():
+        autoencoder = autoencoder_from_directory(directory / config.autoencoder, device=device)
+    else:
+        autoencoder = load_autoencoder(config.autoencoder, device=device)
+    if autoencoder.channels != config.latent_channels or decoder.config.autoencoder != config.autoencoder:
+        raise WeightsError(f"{directory}: the decoder works on {decoder.config.autoencoder!r}, the codec on {config.autoencoder!r}")
+    return config, model, autoencoder
+
+
+class _EncoderSide(torch.nn.Module):
+    """A view of a PercoModel's state without its decoder UNet (saved separately, in prior format)."""
+
+    def __init__(self, model: PercoModel):
+        super().__init__()
+        self.encoder = model.encoder
+        self.level_embedding = model.level_embedding
+        self.global_projection = model.global_projection
+        self.null_global = model.null_global

@@ -1,0 +1,93 @@
+"""The PerCo bundle's index (`perco.json`): its rate levels, codes, guidance and step counts."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from enhance.errors import WeightsError
+
+FORMAT = "enhance.perco"
+VERSION = 1
+GRID_FACTORS = (1, 2, 4, 8)  # of the latent, so 1/8, 1/16, 1/32, 1/64 of the image
+
+
+@dataclass
+class PercoConfig:
+    """`levels[k] = [grid factor, codebook size]`, lowest rate first (users count levels from 1)."""
+
+    autoencoder: str = "taef2"
+    levels: list[list[int]] = field(default_factory=lambda: [[8, 256], [8, 1024], [4, 256], [4, 1024], [2, 256], [2, 8192], [1, 256]])
+    latent_channels: int = 32
+    code_dim: int = 8
+    trunk_width: int = 64
+    global_codes: int = 2
+    global_codebook: int = 256
+    guidance: float = 1.0
+    # The reference's step counts: 20 below 0.05 bpp, 5 above.
+    steps_low_rate: int = 20
+    steps_high_rate: int = 5
+    step_threshold_bpp: float = 0.05
+
+    def nominal_bpp(self, level: int) -> float:
+        factor, size = self.levels[level]
+        return math.log2(size) / (8 * factor) ** 2
+
+    def default_steps(self, level: int) -> int:
+        return self.steps_low_rate if self.nominal_bpp(level) < self.step_threshold_bpp else self.steps_high_rate
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "PercoConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise WeightsError(f"{path}: cannot read the PerCo config ({error})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "PercoConfig":
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise WeightsError(f"{where}: not a version {VERSION} {FORMAT} config")
+        fields = {key: value for key, value in data.items() if key not in ("format", "version")}
+        defaults = asdict(cls())
+        unknown = sorted(set(fields) - set(defaults))
+        if unknown:
+            raise WeightsError(f"{where}: unknown keys {unknown}")
+        for key, value in fields.items():
+            expected = type(defaults[key])
+            if expected is float and type(value) is int:
+                value = float(value)
+            if type(value) is not expected:
+                raise WeightsError(f"{where}: {key} must be {expected.__name__}, not {value!r}")
+            fields[key] = value
+        config = cls(**fields)
+        config.check(where)
+        return config
+
+    def check(self, where: str) -> None:
+        if not 1 <= len(self.levels) <= 15:
+            raise WeightsError(f"{where}: 1 to 15 levels")
+        for level in self.levels:
+            if not (isinstance(level, list) and len(level) == 2 and level[0] in GRID_FACTORS and type(level[1]) is int):
+                raise WeightsError(f"{where}: each level is [grid factor in {GRID_FACTORS}, codebook size]")
+            if level[1] < 2 or level[1] > 1 << 16 or level[1] & (level[1] - 1):
+                raise WeightsError(f"{where}: codebook sizes are powers of two from 2 to 65536")
+        if self.global_codebook < 2 or self.global_codebook > 1 << 16 or self.global_codebook & (self.global_codebook - 1):
+            raise WeightsError(f"{where}: global_codebook is a power of two from 2 to 65536")
+        for key in ("latent_channels", "code_dim", "trunk_width"):
+            if not 1 <= getattr(self, key) <= 1024:
+                raise WeightsError(f"{where}: {key} must be from 1 to 1024")
+        if not 0 <= self.global_codes <= 16:
+            raise WeightsError(f"{where}: global_codes must be from 0 to 16")
+        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 20):
+            raise WeightsError(f"{where}: guidance must be from 0 to 20")
+        if not (1 <= self.steps_low_rate <= 1000 and 1 <= self.steps_high_rate <= 1000):
+            raise WeightsError(f"{where}: step counts must be from 1 to 1000")

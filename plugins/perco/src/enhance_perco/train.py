@@ -1,0 +1,112 @@
+"""Training task: PerCo's hyper-encoder, codebooks and decoder, fine-tuned from our latent prior.
+
+Each step draws one rate level, encodes a batch of cached latents to its local and global
+codes, and trains the decoder's diffusion loss (v-prediction, min-SNR-5 weights, as the prior)
+conditioned on them, plus the quantisers' codebook and commitment losses. The global code is
+dropped (replaced by a learned null code) for `drop_global` of the samples, which is what
+classifier-free guidance needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from enhance.priors import LatentPrior
+from enhance.train.latents import LatentCropSampler
+from enhance.train.trainer import atomic_save
+
+from .codec import _EncoderSide
+from .config import PercoConfig
+from .model import PercoModel, extend_prior
+
+MIN_SNR = 5.0
+
+
+@dataclass
+class PercoTaskOptions:
+    latent_files: list[Path]
+    prior: Path
+    val_files: list[Path] = field(default_factory=list)
+    crop: int = 32
+    batch: int = 16
+    seed: int = 0
+    drop_global: float = 0.1
+    config: PercoConfig = field(default_factory=PercoConfig)
+    init_from: Path | None = None
+
+
+class PercoTask:
+    kind = "perco"
+
+    def __init__(self, options: PercoTaskOptions):
+        self.options = options
+        self.sampler = LatentCropSampler(options.latent_files, options.crop, seed=options.seed)
+        self.config = options.config.to_dict()
+        self.val_batch = LatentCropSampler(options.val_files, options.crop, seed=1234).batch(16) if options.val_files else None
+
+    def build(self, config: dict) -> PercoModel:
+        perco_config = PercoConfig.from_dict(config, "perco task config")
+        if self.options.init_from is not None:
+            from enhance.priors.prior import load_strict
+
+            decoder = LatentPrior.from_pretrained(Path(self.options.init_from) / "decoder")
+            model = PercoModel(perco_config, decoder)
+            load_strict(_EncoderSide(model), Path(self.options.init_from) / "model.safetensors")
+        else:
+            model = PercoModel(perco_config, extend_prior(LatentPrior.from_pretrained(self.options.prior), perco_config.code_dim))
+        return model.train().requires_grad_(True)
+
+    def loss(self, model: PercoModel, step: int):
+        self.sampler.set_state(self.options.seed, step)
+        rng = np.random.default_rng([self.options.seed, step, 1])
+        device = model.null_global.device
+        latent = model.decoder.normalise(self.sampler.batch(self.options.batch).to(device))
+        level = int(rng.integers(len(model.config.levels)))
+        diffusion, vq = self._losses(model, latent, level, rng)
+        return diffusion + vq, {"diffusion": float(diffusion), "vq": float(vq), "level": level}
+
+    def _losses(self, model: PercoModel, latent: torch.Tensor, level: int, rng: np.random.Generator, timesteps=None):
+        batch = latent.shape[0]
+        local, _, global_codes, _, vq = model.encoder(latent, level)
+        features = model.local_features(local, level, latent.shape[-2:])
+        drop = torch.from_numpy(rng.random(batch) < self.options.drop_global).to(latent.device)
+        null = model.null_global.expand(batch, -1, -1)
+        global_codes = torch.where(drop.view(-1, 1, 1), null, global_codes)
+        condition = model.condition_vector(level, global_codes, batch)
+        generator = torch.Generator().manual_seed(int(rng.integers(2**31)))
+        noise = torch.randn(latent.shape, generator=generator).to(latent.device)
+        if timesteps is None:
+            timesteps = torch.randint(0, model.decoder.num_timesteps, (batch,), generator=generator).to(latent.device)
+        noisy = model.decoder.add_noise(latent, noise, timesteps)
+        output = model.output(noisy, timesteps, features, condition).float()
+        target = model.decoder.training_target(latent, noise, timesteps)
+        alpha = model.decoder.alphas_cumprod[timesteps]
+        snr = alpha / (1 - alpha)
+        weight = torch.clamp(snr, max=MIN_SNR) / (snr + 1)
+        return (weight * ((output - target) ** 2).mean(dim=(1, 2, 3))).mean(), vq
+
+    @torch.no_grad()
+    def validate(self, model: PercoModel) -> dict:
+        if self.val_batch is None:
+            return {}
+        latent = model.decoder.normalise(self.val_batch.to(model.null_global.device))
+        metrics = {}
+        for level in range(len(model.config.levels)):
+            rng = np.random.default_rng(level)
+            timesteps = torch.full((latent.shape[0],), 700, device=latent.device)
+            with torch.autocast(latent.device.type, dtype=torch.bfloat16):
+                diffusion, _ = self._losses(model, latent, level, rng, timesteps=timesteps)
+                _, indices, _, _, _ = model.encoder(latent, level)
+            used = indices.unique().numel() / model.config.levels[level][1]
+            metrics[f"L{level + 1}"] = {"loss_t700": round(float(diffusion), 4), "codes_used": round(used, 3)}
+        return metrics
+
+    def save_bundle(self, model: PercoModel, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        PercoConfig.from_dict(self.config, "perco task config").save(directory / "perco.json")
+        atomic_save(dict(_EncoderSide(model).state_dict()), directory / "model.safetensors", {"format": "enhance.perco.weights", "version": "1"})
+        model.decoder.save_pretrained(directory / "decoder")

@@ -1,0 +1,101 @@
+"""PerCo end to end with tiny random networks: every level, any size, byte budget, seeds, bad streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enhance.errors import EnhanceError
+from enhance_perco import PercoCodec
+from enhance_perco.config import PercoConfig
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([np.sin(x / 9.0), np.cos(y / 6.0), np.sin((x - y) / 13.0)], axis=-1) * 80 + 128
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def codec(perco_bundle):
+    return PercoCodec(bundle=perco_bundle, device="cpu")
+
+
+@pytest.mark.parametrize("size", [(33, 47), (9, 17)])
+def test_every_level_round_trips_small_images(codec, size):
+    image = photo(*size)
+    for level in range(1, 8):
+        decoded = codec.decode(codec.encode(image, level), steps=2)
+        assert decoded.shape == image.shape and decoded.dtype == np.uint8
+
+
+def test_large_images_keep_their_size(codec):
+    image = photo(1080, 1920)
+    for level in (1, 7):
+        assert codec.decode(codec.encode(image, level), steps=1).shape == image.shape
+
+
+def test_bytes_follow_the_rate_table(codec):
+    image = photo(512, 768)
+    sizes = [len(codec.encode(image, level)) for level in range(1, 8)]
+    assert sizes == sorted(sizes)
+    # 12 x 8 cells x 8 bits + 2 global codes x 4 bits + a 6-byte header, lowest level
+    assert sizes[0] == 96 + 1 + 6
+
+
+def test_the_lowest_rate_file_of_a_768x512_image_fits_in_160_bytes(codec, tmp_path):
+    from enhance import container
+
+    payload = codec.encode(photo(512, 768), 1)
+    assert len(container.pack("perco", 768, 512, payload)) <= 160
+
+
+def test_seeds_are_deterministic_and_matter(codec):
+    data = codec.encode(photo(40, 56), 3)
+    first = codec.decode(data, steps=3, seed=1)
+    assert np.array_equal(first, codec.decode(data, steps=3, seed=1))
+    assert not np.array_equal(first, codec.decode(data, steps=3, seed=2))
+
+
+def test_default_steps_follow_the_reference():
+    config = PercoConfig()
+    assert [config.default_steps(level) for level in range(7)] == [20, 20, 20, 20, 20, 5, 5]
+
+
+def test_a_caption_travels_compressed(perco_bundle):
+    captioned = PercoCodec(bundle=perco_bundle, device="cpu", caption="a red boat on a lake at dusk")
+    plain = PercoCodec(bundle=perco_bundle, device="cpu")
+    image = photo(64, 64)
+    with_caption = captioned.encode(image, 2)
+    assert len(with_caption) > len(plain.encode(image, 2))
+    from enhance_perco import bitstream
+
+    payload = bitstream.read(
+        with_caption, grid=lambda level, h, w: (1, 1), levels=7, global_codes=2, global_bits=4, local_bits=lambda level: 8, max_pixels=10**8
+    )
+    assert payload.caption == "a red boat on a lake at dusk"
+
+
+@pytest.mark.parametrize("rate", [0, 8, 1.5, "2"])
+def test_rates_outside_the_levels_are_clear_errors(codec, rate):
+    with pytest.raises(EnhanceError, match="rate must be a level from 1 to 7"):
+        codec.encode(photo(16, 16), rate)
+
+
+def test_a_thousand_mutated_or_truncated_streams_fail_cleanly(codec):
+    rng = np.random.default_rng(0)
+    good = codec.encode(photo(40, 64), 5)
+    errors = 0
+    for case in range(1000):
+        data = bytearray(good)
+        if case % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        try:
+            codec.decode(bytes(data), steps=1)
+        except EnhanceError:
+            errors += 1
+    assert errors > 300

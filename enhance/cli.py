@@ -99,8 +99,8 @@ def codecs_table() -> None:
         (
             codec.name,
             codec.family,
-            f"{codec.quality_range[0]:g}..{codec.quality_range[1]:g} {codec.quality_unit}",
-            "higher" if codec.higher_quality_is_better else "lower",
+            f"{codec.rate_range[0]:g}..{codec.rate_range[1]:g} {codec.rate_unit}",
+            "higher" if codec.higher_rate_is_better else "lower",
             "available" if codec.available else f"unavailable: {codec.reason}",
         )
         for codec in describe_codecs(registry.factories("codec"))

@@ -52,6 +52,19 @@ TIFF_STRUCTURE_TAGS = frozenset(
 )
 
 
+def checked_rgb(pixels, what: str, *, error: type[Exception] = BadInput, shape: tuple | None = None) -> np.ndarray:
+    """`pixels` when it is a uint8 HxWx3 array (of `shape`, when given), else `error` naming `what`.
+
+    The one check for the image that crosses every boundary (codecs, enhancers, metrics, the API).
+    """
+    if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
+        if shape is None or pixels.shape == tuple(shape):
+            return pixels
+    described = f"{pixels.dtype} array of shape {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+    expected = "HxWx3" if shape is None else "x".join(map(str, shape))
+    raise error(f"{what}: expected a uint8 {expected} array, got {described}")
+
+
 @dataclass(frozen=True)
 class Metadata:
     """What travels with the pixels. `exif` is the raw TIFF-structured block (with or without "Exif\\0\\0")."""
@@ -295,8 +308,7 @@ def encode_image(pixels: np.ndarray, metadata: Metadata = Metadata(), output_for
     `greyscale` writes one channel (ITU-R 601 luma, as JPEG's Y) where the format has it.
     An ICC profile whose colour space does not match the written pixels is left out.
     """
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError("pixels must be a uint8 HxWx3 array")
+    checked_rgb(pixels, "pixels", error=ValueError)
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}")
     image = Image.fromarray(pixels, "RGB")

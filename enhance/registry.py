@@ -152,24 +152,25 @@ def factory(kind: str, name: str) -> Callable:
     for plugin in listing:
         if plugin.name == name:
             raise CodecUnavailable(f"{label} {name!r} from {plugin.source} is unusable: {plugin.error}")
-    known = ", ".join(sorted(p.name for p in listing if p.factory is not None)) or "none"
-    raise CodecUnavailable(f"no {label} named {name!r} (available: {known})")
+    known = ", ".join(p.name for p in listing if p.factory is not None) or "none"
+    raise CodecUnavailable(f"unknown {label} {name!r}: no {label} named {name!r} is installed (available: {known})")
 
 
 def create(kind: str, name: str, **options):
+    """An instance of the `kind` registered as `name`, built with keyword `options`."""
     return factory(kind, name)(**options)
 
 
 def get_codec(name: str, **options):
+    """A base codec by name (built-in or plugin): the one way to build a codec."""
     return create("codec", name, **options)
 
 
-def get_enhancer(name: str, **options):
-    return create("enhancer", name, **options)
-
-
-def get_full_codec(name: str, **options):
-    return create("full_codec", name, **options)
+def codec_kind(name: str) -> str:
+    """"codec" or "full_codec" for a codec name typed by a user; a base codec wins a shared name."""
+    if name not in factories("codec") and name in factories("full_codec"):
+        return "full_codec"
+    return "codec"
 
 
 def container_codec(name: str, *, source: str = "the file") -> tuple[str, Callable]:

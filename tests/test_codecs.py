@@ -17,7 +17,8 @@ import torch
 from conftest import natural_image
 
 from enhance._compressai import import_compressai
-from enhance.codecs import BUILTIN_CODECS, describe_codecs, get_codec
+from enhance.codecs import BUILTIN_CODECS, describe_codecs
+from enhance.registry import get_codec
 from enhance.codecs.base import Codec
 from enhance.framing import ByteWriter
 from enhance.codecs.neural import CompressAICodec, image_to_tensor, tensor_to_image
@@ -78,9 +79,9 @@ def make_codec(name: str, **options):
 
 
 def qualities_best_to_worst(codec) -> list[float]:
-    low, high = codec.quality_range
-    values = [high, (low + high) / 2, low] if codec.higher_quality_is_better else [low, (low + high) / 2, high]
-    return [round(v) for v in values] if getattr(codec, "integer_quality", True) else values
+    low, high = codec.rate_range
+    values = [high, (low + high) / 2, low] if codec.higher_rate_is_better else [low, (low + high) / 2, high]
+    return [round(v) for v in values] if getattr(codec, "integer_rate", True) else values
 
 
 def reference_reconstruction(codec: CompressAICodec, image: np.ndarray, quality: int) -> np.ndarray:
@@ -112,10 +113,10 @@ def test_codec_conformance(name, fake_binaries):
     codec = make_codec(name)
     assert isinstance(codec, Codec)
     assert codec.name == name
-    low, high = codec.quality_range
+    low, high = codec.rate_range
     assert low < high
     assert codec.file_extension.startswith(".")
-    assert isinstance(codec.needs_container, bool) and isinstance(codec.higher_quality_is_better, bool)
+    assert isinstance(codec.needs_container, bool) and isinstance(codec.higher_rate_is_better, bool)
     usable, reason = codec.available()
     small = natural_image(*SMALL, seed=1)
     if not usable:

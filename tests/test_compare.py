@@ -306,8 +306,8 @@ class ToyCodec:
     """A container codec standing for a neural one: `quality` bits per sample, zlib-packed."""
 
     name = "toy"
-    quality_range = (1, 8)
-    higher_quality_is_better = True
+    rate_range = (1, 8)
+    higher_rate_is_better = True
     file_extension = ".enh"
     needs_container = True
 

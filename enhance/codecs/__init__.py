@@ -1,14 +1,13 @@
 """Base codecs: one small class per codec behind the `Codec` protocol (see `base`).
 
-`BUILTIN_CODECS` maps each built-in codec's name to its class; `get_codec` builds one.
-Plugins add codecs through entry points (`enhance.registry`).
+`BUILTIN_CODECS` maps each built-in codec's name to its class. Codecs are built by name
+through `enhance.registry` (`registry.get_codec`), which also finds plugins.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..errors import EnhanceError
 from .base import Codec
 from .external import BpgCodec, VtmCodec
 from .heic import HeicCodec
@@ -32,39 +31,38 @@ BUILTIN_CODECS: dict[str, type] = {
 }
 
 
-def get_codec(name: str, **options) -> Codec:
-    """A built-in codec by name, constructed with keyword `options`."""
-    try:
-        codec_class = BUILTIN_CODECS[name]
-    except KeyError:
-        raise EnhanceError(f"unknown codec {name!r}; known codecs: {', '.join(BUILTIN_CODECS)}") from None
-    return codec_class(**options)
-
-
 @dataclass(frozen=True)
 class CodecDescription:
     name: str
     family: str
-    quality_range: tuple[float, float]
-    quality_unit: str
-    higher_quality_is_better: bool
+    rate_range: tuple[float, float]
+    rate_unit: str
+    higher_rate_is_better: bool
     available: bool
     reason: str
 
 
-def describe_codecs(codecs: dict[str, type] | None = None) -> list[CodecDescription]:
-    """Each codec's name, family, quality knob and whether it is usable here (default: the built-ins)."""
+def describe_codecs(codecs: dict[str, type] | None = None, *, family: str | None = None) -> list[CodecDescription]:
+    """Each codec's name, family, rate knob and whether it is usable here (default: the built-ins).
+
+    `family` overrides the codecs' own (`"full"` for full generative codecs, which are
+    described from their class, without being built: building one may load weights).
+    """
     descriptions = []
     for name, codec_class in (codecs if codecs is not None else BUILTIN_CODECS).items():
-        codec = codec_class()
-        usable, reason = codec.available()
+        codec = codec_class if family == "full" else codec_class()
+        try:
+            usable, reason = codec.available()
+        # A plugin's availability check runs third-party code; what it raises is its answer.
+        except Exception as error:  # noqa: BLE001
+            usable, reason = False, f"{type(error).__name__}: {error}"
         descriptions.append(
             CodecDescription(
                 name=name,
-                family=getattr(codec, "family", "plugin"),
-                quality_range=tuple(codec.quality_range),
-                quality_unit=getattr(codec, "quality_unit", "quality"),
-                higher_quality_is_better=codec.higher_quality_is_better,
+                family=family or getattr(codec, "family", "plugin"),
+                rate_range=tuple(codec.rate_range),
+                rate_unit=getattr(codec, "rate_unit", "quality"),
+                higher_rate_is_better=getattr(codec, "higher_rate_is_better", True),
                 available=usable,
                 reason=reason,
             )
@@ -72,4 +70,4 @@ def describe_codecs(codecs: dict[str, type] | None = None) -> list[CodecDescript
     return descriptions
 
 
-__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "describe_codecs", "get_codec"]
+__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "describe_codecs"]

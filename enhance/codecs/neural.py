@@ -74,8 +74,8 @@ class CompressAICodec(BuiltinCodec):
     """
 
     family = "neural"
-    higher_quality_is_better = True
-    quality_unit = "model"
+    higher_rate_is_better = True
+    rate_unit = "model"
     file_extension = ".enh"
     needs_container = True
 
@@ -95,7 +95,8 @@ class CompressAICodec(BuiltinCodec):
         self._model_loader = model_loader
         self._models: dict[tuple[int, str], object] = {}
 
-    def available(self) -> tuple[bool, str]:
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         try:
             import_compressai()
         except CodecUnavailable as error:
@@ -146,11 +147,11 @@ class CompressAICodec(BuiltinCodec):
             self._models[key] = model
         return self._models[key]
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         import torch
 
         self._require_available()
-        quality = int(self._checked_quality(quality))
+        quality = int(self._checked_rate(rate))
         pixels = self._checked_image(image)
         height, width = pixels.shape[:2]
         if max(height, width) > MAX_SIDE:
@@ -186,7 +187,7 @@ class CompressAICodec(BuiltinCodec):
         if metric_index >= len(METRICS):
             raise BadInput(f"codec {self.name}: unknown metric index {metric_index}")
         quality = reader.u8("quality")
-        low, high = self.quality_range
+        low, high = self.rate_range
         if not low <= quality <= high:
             raise BadInput(f"codec {self.name}: quality {quality} is outside {low}..{high}")
         width = reader.varint("width", 1, MAX_SIDE)
@@ -208,21 +209,21 @@ class Bmshj2018Hyperprior(CompressAICodec):
     """Ballé et al. 2018, scale hyperprior; qualities 1..8."""
 
     name = "bmshj2018-hyperprior"
-    quality_range = (1, 8)
+    rate_range = (1, 8)
 
 
 class Mbt2018Mean(CompressAICodec):
     """Minnen et al. 2018, mean-scale hyperprior without the context model; qualities 1..8."""
 
     name = "mbt2018-mean"
-    quality_range = (1, 8)
+    rate_range = (1, 8)
 
 
 class Cheng2020Anchor(CompressAICodec):
     """Cheng et al. 2020 anchor (autoregressive context model, slow to decode on CPU); qualities 1..6."""
 
     name = "cheng2020-anchor"
-    quality_range = (1, 6)
+    rate_range = (1, 6)
 
 
 NEURAL_CODECS: tuple[type[CompressAICodec], ...] = (Bmshj2018Hyperprior, Mbt2018Mean, Cheng2020Anchor)

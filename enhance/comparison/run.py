@@ -161,10 +161,10 @@ class Subject:
         self.name = name
         self.full = kind == "full_codec"
         self.options = options
-        self.quality_range = tuple(self.instance.rate_range if self.full else self.instance.quality_range)
+        self.rate_range = tuple(self.instance.rate_range if self.full else self.instance.rate_range)
 
     def check_qualities(self, qualities: list) -> None:
-        low, high = self.quality_range
+        low, high = self.rate_range
         outside = [quality for quality in qualities if not low <= quality <= high]
         if outside:
             raise EnhanceError(f"codec {self.name}: {', '.join(map(str, outside))} outside its range {low:g}..{high:g}")

@@ -19,20 +19,7 @@ import numpy as np
 from . import container, image, registry
 from .errors import BadInput, ContainerError, EnhanceError
 from .image import checked_rgb
-
-def native_codec(data: bytes) -> str | None:
-    """The registered base codec whose own file format `data` is in, or None.
-
-    Each codec recognises its own files (`Codec.recognises`), built-ins first, so a
-    plugin's file format decodes as the built-ins' do.
-    """
-    head = bytes(data[:64])
-    for name, factory in registry.factories("codec").items():
-        recognises = getattr(factory, "recognises", None)
-        if recognises is not None and recognises(head):
-            return name
-    return None
-
+from .registry import native_codec
 
 def load_display_pixels(path: Path | str) -> np.ndarray:
     """An image file's pixels as displayed (EXIF orientation applied), uint8 HxWx3."""

@@ -18,6 +18,7 @@ in mean absolute log ratio, with `quality_is_exact` False. It is always an integ
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -401,28 +402,43 @@ class DctCoefficients:
         return self.coefficients[2] if len(self.coefficients) > 2 else None
 
 
-def read_dct_coefficients(path: str | os.PathLike) -> DctCoefficients:
-    """Reads the quantized DCT coefficients of a grey or 3-component JPEG file with libjpeg.
+def read_dct_coefficients(source: bytes | str | os.PathLike, *, info: JpegInfo | None = None) -> DctCoefficients:
+    """Reads the quantized DCT coefficients of a grey or 3-component JPEG (its bytes or its path) with libjpeg.
 
-    The file is parsed first (`inspect_jpeg`), so truncated or corrupt files raise
-    BadInput before libjpeg sees them; 4-component (CMYK/YCCK) files raise BadInput too.
+    The file is parsed first (`inspect_jpeg`, or the `info` a caller already has), so
+    truncated or corrupt files raise BadInput before libjpeg sees them; 4-component
+    (CMYK/YCCK) files raise BadInput too. libjpeg (jpeglib) reads files only: bytes go
+    through a temporary file, so pass the path when the JPEG is one already.
     """
-    import jpeglib
-
-    info = inspect_jpeg(path)
+    name = "JPEG data" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    if info is None:
+        data, name = _read_source(source)
+        info = _Parser(data, name).parse()
     if info.components == 4:
-        raise BadInput(f"{path}: {info.colour_space} JPEG files are not supported, only grey and 3-component ones")
-    try:
-        dct = jpeglib.read_dct(str(path))
-        planes = [dct.Y] + ([dct.Cb, dct.Cr] if info.components == 3 else [])
-    except Exception as error:  # jpeglib reports libjpeg failures as OSError, RuntimeError and others
-        raise BadInput(f"{path}: libjpeg cannot read the DCT coefficients: {error}") from None
-    coefficients = tuple(np.ascontiguousarray(plane, dtype=np.int16) for plane in planes)
+        raise BadInput(f"{name}: {info.colour_space} JPEG files are not supported, only grey and 3-component ones")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        with tempfile.TemporaryDirectory(prefix="enhance-jpeg-") as directory:
+            path = Path(directory) / "coefficients.jpg"
+            path.write_bytes(bytes(source))
+            planes = _libjpeg_planes(path, info.components, name)
+    else:
+        planes = _libjpeg_planes(Path(source), info.components, name)
     return DctCoefficients(
         width=info.width,
         height=info.height,
         colour_space=info.colour_space,
         sampling_factors=info.sampling_factors,
-        coefficients=coefficients,
+        coefficients=planes,
         tables=info.component_tables,
     )
+
+
+def _libjpeg_planes(path: Path, components: int, name: str) -> tuple[np.ndarray, ...]:
+    import jpeglib
+
+    try:
+        dct = jpeglib.read_dct(str(path))
+        planes = [dct.Y] + ([dct.Cb, dct.Cr] if components == 3 else [])
+    except Exception as error:  # jpeglib reports libjpeg failures as OSError, RuntimeError and others
+        raise BadInput(f"{name}: libjpeg cannot read the DCT coefficients: {error}") from None
+    return tuple(np.ascontiguousarray(plane, dtype=np.int16) for plane in planes)

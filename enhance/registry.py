@@ -186,6 +186,20 @@ def container_codec(name: str, *, source: str = "the file") -> tuple[str, Callab
     raise CodecUnavailable(f"{source} needs codec {name!r}, which is not installed (no built-in codec or plugin has it)")
 
 
+def native_codec(data: bytes) -> str | None:
+    """The registered base codec whose own file format `data` is in, or None.
+
+    Each codec recognises its own files (`Codec.recognises`), built-ins first, so a
+    plugin's file format decodes as the built-ins' do.
+    """
+    head = bytes(data[:64])
+    for name, factory in factories("codec").items():
+        recognises = getattr(factory, "recognises", None)
+        if recognises is not None and recognises(head):
+            return name
+    return None
+
+
 @contextmanager
 def use_plugins(
     *,

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import natural_image
 from enhance import __version__, cli, container, registry
-from enhance.api import decode_bitstream, encode_bitstream, native_codec
+from enhance.api import decode_bitstream, encode_bitstream
+from enhance.registry import native_codec
 from enhance.errors import BadInput, CodecUnavailable, ContainerError
 
 runner = CliRunner()

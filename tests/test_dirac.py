@@ -10,8 +10,9 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_MODEL, make_tiny_bundle, natural_image
-from enhance.consistency import project_to_jpeg, read_coefficients
-from enhance.enhancement import enhance_pixels
+from enhance.consistency import project_to_jpeg
+from enhance.jpeg import read_dct_coefficients
+from enhance.enhance_one import CodedImage, enhance_decoded
 from enhance.enhancers import load_enhancer
 from enhance.enhancers.dirac import (
     BundleError,
@@ -205,7 +206,7 @@ def test_jpeg_rate_comes_from_the_file(tiny_bundle, monkeypatch):
         return original(decoded, rate=rate, steps=steps, seed=seed)
 
     monkeypatch.setattr(enhancer, "enhance", spy)
-    enhance_pixels(decode(data), jpeg_bytes=data, enhancer=enhancer, steps=1)
+    enhance_decoded(decode(data), CodedImage.read(data), enhancer=enhancer, steps=1)
     assert seen["rate"] == pytest.approx(23, abs=0.5)
 
 
@@ -223,8 +224,8 @@ def test_projection_reencodes_to_the_files_coefficients(subsampling):
     buffer = io.BytesIO()
     qtables = Image.open(io.BytesIO(data)).quantization
     Image.fromarray(projected).save(buffer, format="JPEG", qtables=qtables, subsampling=subsampling)
-    source, again = read_coefficients(data), read_coefficients(buffer.getvalue())
-    for a, b in ((source.Y, again.Y), (source.Cb, again.Cb), (source.Cr, again.Cr)):
+    source, again = read_dct_coefficients(data), read_dct_coefficients(buffer.getvalue())
+    for a, b in ((source.y, again.y), (source.cb, again.cb), (source.cr, again.cr)):
         assert np.mean(a == b) > 0.995
     # Projection onto a convex set holding the original cannot move away from it.
     assert psnr(original, projected) >= psnr(original, perturbed) - 0.05
@@ -253,11 +254,13 @@ def test_consistent_enhancement_keeps_the_files_evidence(tiny_bundle):
     data = jpeg_bytes(natural_image(64, 80), 15)
     decoded = decode(data)
     enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
-    free = enhance_pixels(decoded, jpeg_bytes=data, enhancer=enhancer, steps=2)
-    consistent = enhance_pixels(decoded, jpeg_bytes=data, enhancer=enhancer, steps=2, consistent=True)
+    free = enhance_decoded(decoded, CodedImage.read(data), enhancer=enhancer, steps=2)
+    consistent = enhance_decoded(decoded, CodedImage.read(data), enhancer=enhancer, steps=2, consistent=True)
     assert not np.array_equal(free, consistent)
     with pytest.raises(BadInput, match="JPEG"):
-        enhance_pixels(decoded, jpeg_bytes=None, enhancer=enhancer, rate=15, consistent=True)
+        png = io.BytesIO()
+        Image.fromarray(decoded).save(png, format="PNG")
+        enhance_decoded(decoded, CodedImage.read(png.getvalue(), rate=15), enhancer=enhancer, consistent=True)
 
 
 # --- training ---------------------------------------------------------------------

@@ -70,6 +70,11 @@ class DiracEnhancer:
     def default_steps(self) -> int:
         return self.config.default_steps
 
+    @property
+    def step_range(self) -> tuple[int, int]:
+        """The step counts this model samples with: 1 up to its schedule's length."""
+        return 1, self.config.schedule.schedule_steps
+
     def enhance(self, decoded: np.ndarray, *, rate: float | None, steps: int | None = None, seed: int = 0) -> np.ndarray:
         steps = steps if steps is not None else self.default_steps
         return self.enhance_stops(decoded, rate=rate, stops=[steps], seed=seed)[steps]

@@ -65,6 +65,28 @@ def checked_rgb(pixels, what: str, *, error: type[Exception] = BadInput, shape: 
     raise error(f"{what}: expected a uint8 {expected} array, got {described}")
 
 
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def find_images(roots: list[Path]) -> list[Path]:
+    """Image files under `roots` (files are taken as they are; folders walked in name order, by suffix)."""
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.append(root)
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such file or directory")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            found.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise FileNotFoundError(f"no images under {', '.join(map(str, roots))}")
+    return found
+
+
+
 @dataclass(frozen=True)
 class Metadata:
     """What travels with the pixels. `exif` is the raw TIFF-structured block (with or without "Exif\\0\\0")."""

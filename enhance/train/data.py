@@ -3,32 +3,13 @@
 from __future__ import annotations
 
 import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-
-
-def find_images(roots: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for root in roots:
-        root = Path(root)
-        if root.is_file():
-            found.append(root)
-            continue
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such file or directory")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            found.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise FileNotFoundError(f"no images under {', '.join(map(str, roots))}")
-    return found
-
+from ..image import find_images  # noqa: F401  (training scripts and bench import it from here)
 
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as im:

@@ -339,3 +339,16 @@ def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):
     assert (lower < 0).all() and (upper > 0).all()
     # Coarser quantization leaves larger residuals.
     assert (upper[0] - lower[0]).mean() > (upper[-1] - lower[-1]).mean()
+
+
+def test_training_restores_the_sigterm_handler_it_installs():
+    import os
+    import signal
+
+    from enhance.train.loop import _stop_on_sigterm
+
+    before = signal.getsignal(signal.SIGTERM)
+    with _stop_on_sigterm() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert stop["now"]
+    assert signal.getsignal(signal.SIGTERM) is before

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
-from ..errors import EnhanceError
+import io
+
+import numpy as np
+from PIL import Image
+
+from ..errors import BadInput, EnhanceError
 from .base import PillowCodec, checked_subsampling, iso_brands
 
 # HEIF brands: AVIF and HEIC are both HEIF files; libavif lists `mif1` too, so a file with
@@ -34,6 +39,17 @@ class JpegCodec(PillowCodec):
 
     def _save_options(self, rate: float) -> dict:
         return {"quality": int(rate), "subsampling": self.subsampling}
+
+    def encode_greyscale(self, luma: np.ndarray, rate: float) -> bytes:
+        """A one-component (greyscale) JPEG of uint8 HxW `luma`, as cameras and scanners write them."""
+        self._require_available()
+        options = self._save_options(self._checked_rate(rate))
+        options.pop("subsampling")
+        if not isinstance(luma, np.ndarray) or luma.dtype != np.uint8 or luma.ndim != 2:
+            raise BadInput(f"codec {self.name}: expected a uint8 HxW greyscale array, got {getattr(luma, 'shape', luma)}")
+        buffer = io.BytesIO()
+        Image.fromarray(luma).save(buffer, format=self.pillow_format, **options)
+        return buffer.getvalue()
 
 
 class WebpCodec(PillowCodec):

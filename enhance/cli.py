@@ -58,7 +58,7 @@ def _quality(text: str) -> int | float:
 def encode(
     image: Path = typer.Argument(..., help="Image to encode."),
     codec: str = typer.Option(..., "-c", "--codec", help="Codec name (see `enhance codecs`)."),
-    quality: str = typer.Option(..., "-q", "--quality", help="Quality or rate on the codec's own scale."),
+    quality: str = typer.Option(..., "-q", "--quality", "--rate", help="Rate on the codec's own scale (a quality, QP, bpp...)."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
 ) -> None:
     """Encode an image with any codec; prints its size and bits per pixel."""
@@ -90,24 +90,26 @@ def decode(
 
 @app.command("codecs")
 def codecs_table() -> None:
-    """List the base codecs: family, quality knob and whether each is usable here."""
+    """List the base and full codecs: family, rate knob and whether each is usable here."""
     from . import registry
     from .codecs import describe_codecs
 
+    described = describe_codecs(registry.factories("codec")) + describe_codecs(registry.factories("full_codec"), family="full")
     header = ("codec", "family", "quality", "better", "status")
     rows = [
         (
             codec.name,
             codec.family,
-            f"{codec.rate_range[0]:g}..{codec.rate_range[1]:g} {codec.rate_unit}",
+            f"{codec.rate_range[0]:g}..{codec.rate_range[1]:g} {codec.rate_unit}" if codec.rate_range else f"? {codec.rate_unit}",
             "higher" if codec.higher_rate_is_better else "lower",
             "available" if codec.available else f"unavailable: {codec.reason}",
         )
-        for codec in describe_codecs(registry.factories("codec"))
+        for codec in described
     ]
     rows += [
         (plugin.name, "plugin", "-", "-", f"broken plugin from {plugin.source}: {plugin.error}")
-        for plugin in registry.plugins("codec")
+        for kind in ("codec", "full_codec")
+        for plugin in registry.plugins(kind)
         if plugin.factory is None
     ]
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header) - 1)]
@@ -123,12 +125,12 @@ app.add_typer(weights_app, name="weights")
 
 @weights_app.command("list")
 def weights_list() -> None:
-    """Every file in weights.lock and where it was found (not hashed; see `verify`)."""
+    """Every file in weights.lock (and plugins' own locks) and where it was found (not hashed; see `verify`)."""
     from . import weights
 
     rows = [
         (row.bundle, row.path, "?" if row.size is None else str(row.size), row.license, found[0] if found else "missing")
-        for row in weights.load_lock()
+        for row in weights.all_rows()
         for found in [weights.locate(row)]
     ]
     header = ("bundle", "path", "size", "licence", "found")

@@ -63,6 +63,7 @@ CODEC_IDS: dict[str, int] = {
     "cheng2020-anchor": 7,
     "cheng2020-attn": 8,
     "perco": 9,
+    "latent-diffusion": 10,
 }
 CODEC_NAMES: dict[int, str] = {number: name for name, number in CODEC_IDS.items()}
 

@@ -186,8 +186,34 @@ def load_lock(path: Path | str | None = None) -> list[WeightFile]:
     return rows
 
 
+def all_rows() -> list[WeightFile]:
+    """The core's weights.lock rows, then every plugin's (see `enhance.registry.weights_locks`).
+
+    A plugin row naming a bundle file the core or another plugin already lists is an error.
+    """
+    from . import registry
+
+    rows = load_lock()
+    owners = {(row.bundle, row.path): str(default_lock_path()) for row in rows}
+    for plugin, lock in registry.weights_locks():
+        for row in load_lock(lock):
+            key = (row.bundle, row.path)
+            if key in owners:
+                raise WeightsError(f"{lock} (plugin {plugin}): {row.bundle}/{row.path} is already listed in {owners[key]}")
+            owners[key] = str(lock)
+            rows.append(row)
+    return rows
+
+
 def _rows(lock: Path | str | None, bundle: str | None) -> list[WeightFile]:
-    rows = load_lock(lock)
+    if lock is not None:
+        rows = load_lock(lock)
+    else:
+        # The core's own bundles resolve from its lock alone, so a broken plugin lock
+        # cannot stop the shipped model from loading.
+        rows = load_lock()
+        if bundle is None or not any(row.bundle == bundle for row in rows):
+            rows = all_rows()
     if bundle is None:
         return rows
     selected = [row for row in rows if row.bundle == bundle]

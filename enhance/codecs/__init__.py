@@ -35,7 +35,7 @@ BUILTIN_CODECS: dict[str, type] = {
 class CodecDescription:
     name: str
     family: str
-    rate_range: tuple[float, float]
+    rate_range: tuple[float, float] | None  # None when only a built codec knows it (a property)
     rate_unit: str
     higher_rate_is_better: bool
     available: bool
@@ -60,7 +60,7 @@ def describe_codecs(codecs: dict[str, type] | None = None, *, family: str | None
             CodecDescription(
                 name=name,
                 family=family or getattr(codec, "family", "plugin"),
-                rate_range=tuple(codec.rate_range),
+                rate_range=tuple(codec.rate_range) if isinstance(codec.rate_range, (tuple, list)) else None,
                 rate_unit=getattr(codec, "rate_unit", "quality"),
                 higher_rate_is_better=getattr(codec, "higher_rate_is_better", True),
                 available=usable,

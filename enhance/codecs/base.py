@@ -41,7 +41,8 @@ SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4")
 MAX_DECODED_PIXELS = 1 << 27
 
 # Exceptions Pillow and its plugins raise for data they cannot decode.
-PILLOW_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+# (Pillow's AVIF plugin reports corrupt data as RuntimeError; the conformance kit found it.)
+PILLOW_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, RuntimeError, Image.DecompressionBombError)
 
 
 @runtime_checkable

@@ -74,6 +74,7 @@ class HeicCodec(BuiltinCodec):
         try:
             heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
             return rgb_array(heif.to_pillow())
-        # libheif reports bad data as ValueError (invalid input) or RuntimeError (decoder errors).
-        except (ValueError, RuntimeError, OSError, EOFError) as error:
+        # libheif reports bad data as ValueError (invalid input), RuntimeError (decoder errors) or
+        # SyntaxError (unsupported box versions, as a mutated file has: the conformance kit found it).
+        except (ValueError, RuntimeError, OSError, EOFError, SyntaxError) as error:
             raise BadInput(f"codec {self.name}: cannot decode {len(data)} bytes as HEIC: {error}") from None

@@ -21,6 +21,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -153,6 +154,29 @@ class JpegInfo:
         return self.component_tables[1] if self.components > 1 else None
 
 
+class _Frame(NamedTuple):
+    """The frame header (SOF): components are (id, horizontal, vertical, table slot)."""
+
+    sof: int
+    precision: int
+    height: int
+    width: int
+    components: tuple[tuple[int, int, int, int], ...]
+
+
+@dataclass
+class _ParseState:
+    """What the segments read so far say."""
+
+    tables: dict[int, np.ndarray] = field(default_factory=dict)
+    frame: _Frame | None = None
+    latched: dict[int, np.ndarray] = field(default_factory=dict)
+    scans: int = 0
+    jfif: bool = False
+    adobe_transform: int | None = None
+    restart_interval: int = 0
+
+
 class _Parser:
     """One pass over the marker segments; every read is bounds-checked and raises BadInput."""
 
@@ -199,13 +223,7 @@ class _Parser:
         data = self.data
         if len(data) < 4 or data[0] != 0xFF or data[1] != SOI:
             raise self.fail("no SOI marker at the start")
-        tables: dict[int, np.ndarray] = {}
-        frame = None  # (marker, precision, height, width, components[(id, h, v, table slot)])
-        latched: dict[int, np.ndarray] = {}
-        scans = 0
-        jfif = False
-        adobe_transform = None
-        restart_interval = 0
+        state = _ParseState()
         position = 2
         while True:
             marker, position = self.next_marker(position)
@@ -220,59 +238,73 @@ class _Parser:
                 raise self.fail(f"segment 0xFF{marker:02X} at byte {position - 2} is truncated or has length {length}")
             segment = data[position + 2 : position + length]
             position += length
-            if marker == DQT:
-                self.read_tables(segment, tables)
-            elif marker in SOF_UNSUPPORTED:
-                raise self.fail(f"lossless or hierarchical JPEG (SOF 0xFF{marker:02X}) is not supported")
-            elif marker in SOF_SEQUENTIAL or marker in SOF_PROGRESSIVE:
-                if frame is not None:
-                    raise self.fail("more than one frame header (SOF)")
-                frame = (marker, *self.read_frame(segment))
-            elif marker == SOS:
-                if frame is None:
-                    raise self.fail("scan (SOS) before the frame header (SOF)")
-                for component_id in self.read_scan(segment, frame[4]):
-                    if component_id not in latched:
-                        slot = next(c[3] for c in frame[4] if c[0] == component_id)
-                        if slot not in tables:
-                            raise self.fail(f"component {component_id} uses quantization table {slot}, never defined")
-                        latched[component_id] = tables[slot]
-                scans += 1
+            self.read_segment(marker, segment, state)
+            if marker == SOS:
                 position = self.skip_entropy_coded(position)
-            elif marker == DRI:
-                if len(segment) != 2:
-                    raise self.fail("DRI segment of the wrong length")
-                restart_interval = (segment[0] << 8) | segment[1]
-            elif marker == APP0 and segment.startswith(b"JFIF\x00"):
-                jfif = True
-            elif marker == APP14 and segment.startswith(b"Adobe") and len(segment) >= 12:
-                adobe_transform = segment[11]
-        if frame is None or scans == 0:
+        return self.info(state)
+
+    def read_segment(self, marker: int, segment: bytes, state: "_ParseState") -> None:
+        """Takes what one marker segment says into `state`."""
+        if marker == DQT:
+            self.read_tables(segment, state.tables)
+        elif marker in SOF_UNSUPPORTED:
+            raise self.fail(f"lossless or hierarchical JPEG (SOF 0xFF{marker:02X}) is not supported")
+        elif marker in SOF_SEQUENTIAL or marker in SOF_PROGRESSIVE:
+            if state.frame is not None:
+                raise self.fail("more than one frame header (SOF)")
+            state.frame = _Frame(marker, *self.read_frame(segment))
+        elif marker == SOS:
+            self.latch_scan_tables(segment, state)
+        elif marker == DRI:
+            if len(segment) != 2:
+                raise self.fail("DRI segment of the wrong length")
+            state.restart_interval = (segment[0] << 8) | segment[1]
+        elif marker == APP0 and segment.startswith(b"JFIF\x00"):
+            state.jfif = True
+        elif marker == APP14 and segment.startswith(b"Adobe") and len(segment) >= 12:
+            state.adobe_transform = segment[11]
+
+    def latch_scan_tables(self, segment: bytes, state: "_ParseState") -> None:
+        """A scan latches, for each component it codes first, the table its slot holds then."""
+        if state.frame is None:
+            raise self.fail("scan (SOS) before the frame header (SOF)")
+        components = state.frame.components
+        for component_id in self.read_scan(segment, components):
+            if component_id not in state.latched:
+                slot = next(c[3] for c in components if c[0] == component_id)
+                if slot not in state.tables:
+                    raise self.fail(f"component {component_id} uses quantization table {slot}, never defined")
+                state.latched[component_id] = state.tables[slot]
+        state.scans += 1
+
+    def info(self, state: "_ParseState") -> JpegInfo:
+        frame = state.frame
+        if frame is None or state.scans == 0:
             raise self.fail("no image data (missing frame header or scan)")
-        sof, precision, height, width, components = frame
-        missing = [c[0] for c in components if c[0] not in latched]
+        components = frame.components
+        missing = [c[0] for c in components if c[0] not in state.latched]
         if missing:
             raise self.fail(f"components {missing} are never coded in a scan")
-        component_tables = tuple(latched[c[0]] for c in components)
+        component_tables = tuple(state.latched[c[0]] for c in components)
         chroma = component_tables[1] if len(components) >= 3 and components[1][3] != components[0][3] else None
         quality, exact = estimate_quality(component_tables[0], chroma)
         return JpegInfo(
-            width=width,
-            height=height,
-            precision=precision,
+            width=frame.width,
+            height=frame.height,
+            precision=frame.precision,
             component_ids=tuple(c[0] for c in components),
             sampling_factors=tuple((c[1], c[2]) for c in components),
             component_tables=component_tables,
-            quantization_tables=dict(sorted(tables.items())),
+            quantization_tables=dict(sorted(state.tables.items())),
             estimated_quality=quality,
             quality_is_exact=exact,
             subsampling=_subsampling(components),
-            progressive=sof in SOF_PROGRESSIVE,
-            arithmetic=SOF_SEQUENTIAL.get(sof, SOF_PROGRESSIVE.get(sof, False)),
-            colour_space=_colour_space(components, jfif, adobe_transform),
-            jfif=jfif,
-            adobe_transform=adobe_transform,
-            restart_interval=restart_interval,
+            progressive=frame.sof in SOF_PROGRESSIVE,
+            arithmetic=SOF_SEQUENTIAL.get(frame.sof, SOF_PROGRESSIVE.get(frame.sof, False)),
+            colour_space=_colour_space(components, state.jfif, state.adobe_transform),
+            jfif=state.jfif,
+            adobe_transform=state.adobe_transform,
+            restart_interval=state.restart_interval,
         )
 
     def read_tables(self, segment: bytes, tables: dict[int, np.ndarray]) -> None:

@@ -302,12 +302,7 @@ def run(
 
     for failure in failures:
         record(failure)
-    pending = []
-    for task in tasks:
-        if not overwrite and task.output.exists():
-            record(FileResult(str(task.input), str(task.output), "skipped", "the output exists"))
-        else:
-            pending.append(task)
+    pending = _pending(tasks, overwrite, record)
 
     if pending and jobs == 1:
         enhancer = load_enhancer("jpeg", model=settings.model, device=device, tile=tile, steps=steps)
@@ -320,6 +315,17 @@ def run(
     if report_path is not None:
         write_report(summary, report_path)
     return summary
+
+
+def _pending(tasks: list[Task], overwrite: bool, record: Callable[[FileResult], None]) -> list[Task]:
+    """The tasks still to do; those whose output exists are recorded as skipped (unless `overwrite`)."""
+    pending = []
+    for task in tasks:
+        if not overwrite and task.output.exists():
+            record(FileResult(str(task.input), str(task.output), "skipped", "the output exists"))
+        else:
+            pending.append(task)
+    return pending
 
 
 def write_report(summary: RunSummary, path: Path | str) -> None:

@@ -85,7 +85,7 @@ def test_ddim_step_with_a_perfect_prediction_recovers_the_residual():
     schedule = LateStartDDIM(ScheduleConfig(schedule_steps=4))
     residual = torch.randn(1, 3, 8, 8)
     noise = torch.randn(1, 3, 8, 8)
-    sample = schedule.add_noise(residual, noise, schedule.timesteps[:1])
+    sample = schedule.scheduler.add_noise(residual, noise, schedule.timesteps[:1])
     for timestep in schedule.timesteps:
         sample = schedule.step(residual, timestep, sample)
     assert torch.allclose(sample, residual, atol=1e-5)

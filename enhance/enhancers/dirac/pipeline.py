@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
+from ...weights import load_exact, load_safetensors
 from .config import BundleError, DiracConfig
 from .model import DiracUNet
 from .scheduler import LateStartDDIM
@@ -23,24 +23,13 @@ DEFAULT_DTYPE = torch.bfloat16
 
 
 def load_state_dict_strict(model: torch.nn.Module, path: Path, *, new_modules: tuple[str, ...] = ()) -> None:
-    """Loads safetensors weights that must match the model exactly.
+    """Loads a bundle's safetensors weights, which must match the model exactly (`enhance.weights.load_exact`).
 
     `new_modules` names module prefixes the file may lack (a trained model grown by a
     stage that starts as the identity); they keep their initialisation.
     """
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises several types for bad files
-        raise BundleError(f"{path}: not a readable safetensors file ({error})") from None
-    expected = model.state_dict()
-    missing = sorted(k for k in set(expected) - set(state) if not k.startswith(new_modules))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise BundleError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise BundleError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=not new_modules)
+    state = load_safetensors(path, error=BundleError)
+    load_exact(model, state, str(path), new_modules=new_modules, error=BundleError)
 
 
 class DiracPipeline:

@@ -221,6 +221,7 @@ def thresholds(
 _STEPS_HELP = "Sampling steps (default: the model's)."
 _CONSISTENT_HELP = "Project the result onto the JPEG file's quantization constraint set."
 _MODEL_HELP = "DIRAC bundle directory to use instead of the shipped JPEG model (also $ENHANCE_DIRAC_JPEG)."
+_ENHANCER_HELP = "Enhancer to use: dirac (built in) or one a plugin registers."
 
 
 def _run_progress(stack):
@@ -264,6 +265,7 @@ def run_command(
     seed: int = typer.Option(0, help="Sampling seed."),
     consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16 (bounds memory)."),
     jobs: int = typer.Option(1, min=1, help="Worker processes, each with its own model and cpu_count/jobs torch threads."),
@@ -279,7 +281,7 @@ def run_command(
     with ExitStack() as stack:
         summary = run(
             inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
-            consistent=consistent, model=model, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
+            consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
             max_pixels=int(max_megapixels * 1e6), report_path=report, progress_callback=_run_progress(stack),
         )
     typer.echo(summary.line(), err=True)
@@ -295,6 +297,7 @@ def decode_enhanced(
     seed: int = typer.Option(0, help="Sampling seed."),
     consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use and fill the decoded-image cache."),
@@ -303,7 +306,9 @@ def decode_enhanced(
     from .image import write_atomic
     from .viewer import enhanced_png
 
-    png = enhanced_png(file, steps=steps, seed=seed, consistent=consistent, model=model, device=device, tile=tile, cache=cache)
+    png = enhanced_png(
+        file, steps=steps, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, cache=cache
+    )
     if output == "-":
         stdout = typer.get_binary_stream("stdout")
         stdout.write(png)
@@ -386,6 +391,7 @@ def compare_command(
     seed: int = typer.Option(0, help="Sampling seed."),
     consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the plots, crop sheets and HTML report."),
 ) -> None:
@@ -399,7 +405,8 @@ def compare_command(
         dataset, output, codec=codec, qualities=_number_list(quality, "--quality"),
         steps=_number_list(steps, "--steps") if steps else None, codec_options=_codec_options(codec_option),
         metrics=[name.strip() for name in metrics.split(",") if name.strip()] if metrics else None,
-        anchor=anchor, seed=seed, consistent=consistent, model=model, device=device, figures=figures, progress=progress,
+        anchor=anchor, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, figures=figures,
+        progress=progress,
     )
     bd = comparison.bd
     for name in comparison.results:

@@ -37,7 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from .enhance_one import enhance_bytes, load_enhancer, model_setting
+from .enhance_one import DEFAULT_ENHANCER, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput, EnhanceError
 from .image import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, output_format_for, read_file, save_image, temporary_target, write_atomic
 
@@ -59,6 +59,7 @@ def enhance_file(
     seed: int = 0,
     consistent: bool = False,
     enhancer=None,
+    enhancer_name: str = DEFAULT_ENHANCER,
     model: Path | str | None = None,
     device: str | None = None,
     tile: int | None = None,
@@ -70,7 +71,7 @@ def enhance_file(
         raise BadInput(f"{output_path}: the output would overwrite its input")
     data = read_file(input_path)
     if enhancer is None:
-        enhancer = load_enhancer("jpeg", model=model, device=device, tile=tile, steps=steps)
+        enhancer = load_enhancer("jpeg", model=model, name=enhancer_name, device=device, tile=tile, steps=steps)
     enhanced = enhance_bytes(data, path=input_path, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent, max_pixels=max_pixels)
     return save_image(output_path, enhanced.pixels, enhanced.metadata, output_format, greyscale=enhanced.greyscale)
 
@@ -191,6 +192,10 @@ class Settings:
     device: str | None = None
     tile: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    enhancer: str = DEFAULT_ENHANCER
+
+    def load_enhancer(self):
+        return load_enhancer("jpeg", model=self.model, name=self.enhancer, device=self.device, tile=self.tile, steps=self.steps)
 
 
 @dataclass
@@ -269,6 +274,7 @@ def run(
     seed: int = 0,
     consistent: bool = False,
     model: Path | str | None = None,
+    enhancer_name: str = DEFAULT_ENHANCER,
     device: str | None = None,
     tile: int | None = None,
     jobs: int = 1,
@@ -288,7 +294,7 @@ def run(
     settings = Settings(
         output_format=output_format, steps=steps, seed=seed, consistent=consistent,
         model=model_setting(model, "jpeg"),
-        device=device, tile=tile, max_pixels=max_pixels,
+        device=device, tile=tile, max_pixels=max_pixels, enhancer=enhancer_name,
     )
     summary = RunSummary(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), settings=settings)
     tasks, failures = plan(inputs, outdir, globs=tuple(glob) if glob else DEFAULT_GLOBS, output_format=output_format, suffix=suffix)
@@ -305,7 +311,7 @@ def run(
     pending = _pending(tasks, overwrite, record)
 
     if pending and jobs == 1:
-        enhancer = load_enhancer("jpeg", model=settings.model, device=device, tile=tile, steps=steps)
+        enhancer = settings.load_enhancer()
         for task in pending:
             record(process_task(task, settings, enhancer))
     elif pending:
@@ -349,9 +355,7 @@ def _worker_process(task: Task) -> FileResult:
     # error comes back through the future as itself instead of a broken pool.
     settings = _worker_state["settings"]
     if "enhancer" not in _worker_state:
-        _worker_state["enhancer"] = load_enhancer(
-            "jpeg", model=settings.model, device=settings.device, tile=settings.tile, steps=settings.steps
-        )
+        _worker_state["enhancer"] = settings.load_enhancer()
     return process_task(task, settings, _worker_state["enhancer"])
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .enhance_one import Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
+from .enhance_one import DEFAULT_ENHANCER, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput
 from .image import DEFAULT_MAX_PIXELS, encode_image, read_file, write_atomic
 
@@ -43,8 +43,8 @@ def cache_directory() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _enhancer(model: str | None, device: str | None, tile: int | None):
-    return load_enhancer("jpeg", model=model, device=device, tile=tile)
+def _enhancer(model: str | None, device: str | None, tile: int | None, name: str = DEFAULT_ENHANCER):
+    return load_enhancer("jpeg", model=model, name=name, device=device, tile=tile)
 
 
 def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent: bool) -> str:
@@ -52,7 +52,7 @@ def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent
         "version": CACHE_VERSION,
         "file": hashlib.sha256(data).hexdigest(),
         "enhancer": enhancer.identity,
-        "tile": enhancer.tile,
+        "tile": getattr(enhancer, "tile", None),
         "steps": steps if steps is not None else enhancer.default_steps,
         "seed": seed,
         "consistent": consistent,
@@ -67,6 +67,7 @@ def _cached_or_enhanced(
     seed: int = 0,
     consistent: bool = False,
     model: Path | str | None = None,
+    enhancer_name: str = DEFAULT_ENHANCER,
     device: str | None = None,
     tile: int | None = None,
     cache: bool = True,
@@ -74,7 +75,7 @@ def _cached_or_enhanced(
 ) -> tuple[Path, bytes | None, Enhanced | None]:
     """(cache entry, its PNG when the cache holds it, else the image enhanced now)."""
     data = read_file(path)
-    enhancer = _enhancer(model_setting(model, "jpeg"), device, tile)
+    enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)
     check_steps(enhancer, steps)
     key = cache_key(data, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
     cached = cache_directory() / key[:2] / f"{key}.png"
@@ -91,7 +92,7 @@ def _png(enhanced: Enhanced) -> bytes:
 def enhanced_png(path: Path | str, *, cache: bool = True, **options) -> bytes:
     """The enhanced image as PNG bytes (oriented, with its metadata), from the cache when it holds them.
 
-    Options: steps, seed, consistent, model, device, tile, max_pixels.
+    Options: steps, seed, consistent, model, enhancer_name (a registered enhancer), device, tile, max_pixels.
     """
     entry, png, enhanced = _cached_or_enhanced(path, cache=cache, **options)
     if png is None:

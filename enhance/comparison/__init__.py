@@ -90,12 +90,12 @@ def compare(
     figures: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: ProgressCallback | None = None,
-    enhancer: str = "dirac",
+    enhancer_name: str = "dirac",
 ) -> Comparison:
     """Compares `codec` at `qualities` with and without the enhancer at each of `steps` over `dataset`.
 
     `steps` defaults to the enhancer's default; for a full generative codec it is the decoder's
-    step counts. `model` is a bundle directory for the enhancer (`enhancer`, a registered
+    step counts. `model` is a bundle directory for the enhancer (`enhancer_name`, a registered
     name; default: $ENHANCE_DIRAC_JPEG for JPEG, else the shipped model for the codec).
     `consistent` projects enhanced JPEGs onto their quantization constraint set, as
     `enhance run` does. `metrics` restricts the metrics (names from `enhance.metrics`);
@@ -110,7 +110,7 @@ def compare(
     images = find_dataset(roots)
     subject = Subject(name=codec, options=codec_options)
     subject.check_qualities(qualities)
-    found, reason = (None, None) if subject.full else find_enhancer(codec, model=model, name=enhancer, device=device)
+    found, reason = (None, None) if subject.full else find_enhancer(codec, model=model, name=enhancer_name, device=device)
     configurations = configurations_for(subject, found, step_counts, consistent=consistent, enhancer_note=reason, notes=notes)
     anchor = check_names(codec, configurations, anchor)
     plan = plan_metrics(metrics, notes)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import container, image, registry
+from . import container, image, limits, registry
 from .errors import BadInput, ContainerError, EnhanceError
 from .image import checked_rgb
 from .registry import native_codec
@@ -72,6 +72,8 @@ def decode_bitstream(data: bytes, *, steps: int | None = None, seed: int = 0, so
         if container.is_container(data):
             return _decode_container(container.unpack(data), steps=steps, seed=seed, source=source)
         name = native_codec(data)
+        if name is None and len(data) < image.TOO_SHORT_BYTES:
+            raise BadInput(f"not an image or an enhance container: only {len(data)} bytes, too short for either")
         if name is None:
             known = ", ".join(n for n, f in registry.factories("codec").items() if not getattr(f, "needs_container", True))
             raise BadInput(f"neither an enhance container nor a known image format ({known})")
@@ -82,6 +84,8 @@ def decode_bitstream(data: bytes, *, steps: int | None = None, seed: int = 0, so
 
 def _decode_container(parsed: container.Container, *, steps: int | None, seed: int, source: str) -> np.ndarray:
     """Decodes a container's payload; its parameters reach a `decode` that takes `params`."""
+    # The size the header declares, before the codec is built or any payload decoded.
+    limits.check_pixels(parsed.width, parsed.height, "container")
     kind, factory = registry.container_codec(parsed.codec, source=source)
     instance = factory()
     extra = {"params": container.decode_params(parsed.params)} if _accepts(instance.decode, "params") else {}

@@ -95,19 +95,20 @@ def codecs_table() -> None:
     from .codecs import describe_codecs
 
     described = describe_codecs(registry.factories("codec")) + describe_codecs(registry.factories("full_codec"), family="full")
-    header = ("codec", "family", "quality", "better", "status")
+    header = ("codec", "family", "quality", "better", "-q means", "status")
     rows = [
         (
             codec.name,
             codec.family,
             f"{codec.rate_range[0]:g}..{codec.rate_range[1]:g} {codec.rate_unit}" if codec.rate_range else f"? {codec.rate_unit}",
             "higher" if codec.higher_rate_is_better else "lower",
+            codec.rate_meaning or "-",
             "available" if codec.available else f"unavailable: {codec.reason}",
         )
         for codec in described
     ]
     rows += [
-        (plugin.name, "plugin", "-", "-", f"broken plugin from {plugin.source}: {plugin.error}")
+        (plugin.name, "plugin", "-", "-", "-", f"broken plugin from {plugin.source}: {plugin.error}")
         for kind in ("codec", "full_codec")
         for plugin in registry.plugins(kind)
         if plugin.factory is None
@@ -150,14 +151,18 @@ def weights_fetch(bundle: Optional[str] = typer.Argument(None, help="Bundle to f
 
 @weights_app.command("verify")
 def weights_verify(bundle: Optional[str] = typer.Argument(None, help="Bundle to verify (default: all).")) -> None:
-    """Hash every file found locally; exits 1 if any is missing or does not match."""
+    """Hash every file found locally; exits 1 if one is present and wrong, or required and absent (optional ones may be absent)."""
     from . import weights
 
     results = weights.verify(bundle)
     for row, status in results:
         where = f" ({status.where}: {status.location})" if status.location else ""
-        typer.echo(f"{'ok' if status.ok else 'FAIL'}  {row.bundle}/{row.path}{where}: {status.detail}")
-    if not all(status.ok for _, status in results):
+        kind = "required" if row.required else "optional"
+        typer.echo(f"{status.label}  {row.bundle}/{row.path} [{kind}]{where}: {status.detail}")
+    failed = sum(not status.ok for _, status in results)
+    absent = sum(status.missing and status.ok for _, status in results)
+    typer.echo(f"{len(results) - failed - absent} ok, {absent} optional absent, {failed} failed")
+    if failed:
         raise typer.Exit(1)
 
 
@@ -270,7 +275,7 @@ def run_command(
     tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16 (bounds memory)."),
     jobs: int = typer.Option(1, min=1, help="Worker processes, each with its own model and cpu_count/jobs torch threads."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-enhance outputs that exist (inputs are never written)."),
-    max_megapixels: float = typer.Option(150.0, help="Refuse larger images (decompression-bomb guard)."),
+    max_megapixels: Optional[float] = typer.Option(None, help="Refuse larger images (decompression-bomb guard; default $ENHANCE_MAX_MEGAPIXELS, else 150)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the summary as JSON to this file."),
 ) -> None:
     """Enhance JPEG archives into OUTDIR; reruns skip finished files. Exits 1 if any file failed."""
@@ -282,7 +287,8 @@ def run_command(
         summary = run(
             inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
             consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
-            max_pixels=int(max_megapixels * 1e6), report_path=report, progress_callback=_run_progress(stack),
+            max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report,
+            progress_callback=_run_progress(stack),
         )
     typer.echo(summary.line(), err=True)
     if not summary.ok:

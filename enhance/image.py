@@ -18,19 +18,25 @@ import os
 import re
 import secrets
 import struct
-import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageCms, PngImagePlugin, UnidentifiedImageError
 
+from . import limits
 from .errors import BadInput
 
-# Large enough for 100-200 MP camera files, small enough that a forged header cannot
-# make us allocate tens of gigabytes. Pillow's own guard (2 x Image.MAX_IMAGE_PIXELS,
-# about 179 MP) still applies on top; a larger limit needs that raised too.
-DEFAULT_MAX_PIXELS = 150_000_000
+# Exceptions Pillow and its plugins raise for data they cannot decode (libavif's come as
+# RuntimeError; Pillow's header parsers raise IndexError, KeyError, struct.error, ...).
+PILLOW_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, RuntimeError, IndexError, KeyError, TypeError,
+    ZeroDivisionError, OverflowError, struct.error,
+)  # fmt: skip
+
+# None means the one pixel limit of `enhance.limits` (ENHANCE_MAX_MEGAPIXELS, default
+# 150 MP), read when a file is decoded; callers pass a number only to override it.
+DEFAULT_MAX_PIXELS: int | None = None
 
 # Temporary files are hidden and carry this suffix, so they are never mistaken for
 # outputs and a later run can find and remove the ones a killed run left behind.
@@ -119,7 +125,7 @@ class LoadedImage:
         return Image.getmodebase(self.mode) == "L"
 
 
-def load_image(path: Path | str, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def load_image(path: Path | str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """Reads and decodes `path`; any reason it cannot be used raises BadInput naming the file."""
     return decode_image(read_file(path), path=path, max_pixels=max_pixels)
 
@@ -134,31 +140,25 @@ def read_file(path: Path | str) -> bytes:
         raise BadInput(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
-def decode_image(data: bytes, *, path: Path | str, max_pixels: int = DEFAULT_MAX_PIXELS) -> LoadedImage:
+def decode_image(data: bytes, *, path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
     """As `load_image`, for a file's bytes already read; `path` names the file in errors."""
     path = Path(path)
     if not data:
         raise BadInput(f"{path}: empty file (0 bytes)")
+    limit = limits.max_pixels(max_pixels)
     try:
-        with warnings.catch_warnings():
-            # The pixel limit is checked below against `max_pixels`; Pillow's warning
-            # for large images would only repeat it.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
+        # Headers only; the pixel limit is checked before any pixel is decoded.
+        image = limits.open_with_pillow(data)
         width, height = image.size
-        if width * height > max_pixels:
-            raise BadInput(
-                f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
-                f"{max_pixels / 1e6:.0f} (a possible decompression bomb; raise the limit for genuine large images)"
-            )
+        limits.check_pixels(width, height, str(path), limit)
         image.load()
     except BadInput:
         raise
     except Image.DecompressionBombError:
         raise BadInput(f"{path}: its header claims a size over Pillow's pixel limit (a possible decompression bomb)") from None
     except UnidentifiedImageError:
-        raise BadInput(f"{path}: not an image (no known image format recognised)") from None
-    except (OSError, SyntaxError, ValueError, EOFError, struct.error) as error:
+        raise BadInput(f"{path}: {unidentified_reason(data)}") from None
+    except PILLOW_DECODE_ERRORS as error:
         reason = str(error) or type(error).__name__
         raise BadInput(f"{path}: cannot decode the {image_format_name(data)} data ({reason}); the file is truncated or corrupt") from None
 
@@ -180,6 +180,29 @@ def decode_image(data: bytes, *, path: Path | str, max_pixels: int = DEFAULT_MAX
         orientation=orientation,
         metadata=Metadata(exif=exif, icc_profile=icc_profile, xmp=xmp),
     )
+
+
+# Shorter than any image file: the smallest valid JPEG, PNG or WebP is longer than this.
+TOO_SHORT_BYTES = 16
+
+
+def unidentified_reason(data: bytes) -> str:
+    """Why Pillow recognised no image in `data`, as precisely as the bytes allow."""
+    if data[:2] == b"\xff\xd8":
+        if len(data) < TOO_SHORT_BYTES:
+            return f"a truncated JPEG: only {len(data)} bytes"
+        from .jpeg import inspect_jpeg
+
+        try:
+            info = inspect_jpeg(data)
+        except BadInput as error:
+            return f"a JPEG that cannot be decoded ({str(error).split(': ', 1)[-1]})"
+        if info.precision != 8:
+            return f"a {info.precision}-bit JPEG; only 8-bit JPEGs are supported (convert it to 8 bits first)"
+        return "a JPEG that cannot be decoded"
+    if len(data) < TOO_SHORT_BYTES:
+        return f"not an image: only {len(data)} bytes, too short for any image format"
+    return "not an image (no known image format recognised)"
 
 
 def image_format_name(data: bytes) -> str:

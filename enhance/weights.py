@@ -10,6 +10,7 @@ The lock is TOML with one `[[file]]` table per file::
     # sha256_prefix = "b27c7638"         # a leading part of the digest (at least 8 hex digits)
     size = 1234                          # bytes; may be left out when unknown
     license = "MIT"
+    required = true                      # the installed features need it; default false (optional)
 
 `sha256_prefix` exists because some upstreams (CompressAI) publish only a hash prefix in
 their file names. A prefix catches corrupt and truncated downloads but not a deliberately
@@ -32,6 +33,7 @@ error, never a silent fall-through (`fetch` alone replaces a bad cached copy).
 from __future__ import annotations
 
 import hashlib
+import http.client
 import os
 import re
 import tempfile
@@ -49,7 +51,7 @@ PACKAGE_DIR = Path(__file__).resolve().parent
 LOCK_NAME = "weights.lock"
 CHUNK = 1 << 20
 DOWNLOAD_TIMEOUT_S = 60
-ROW_KEYS = {"bundle", "path", "url", "sha256", "sha256_prefix", "size", "license"}
+ROW_KEYS = {"bundle", "path", "url", "sha256", "sha256_prefix", "size", "license", "required"}
 NETWORK_SCHEMES = {"http", "https"}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 _HEX = re.compile(r"[0-9a-f]+")
@@ -65,6 +67,9 @@ class WeightFile:
     size: int | None
     license: str
     lock_dir: Path
+    # Needed by the installed features (the shipped models); other files are optional
+    # (metric backbones, neural-codec checkpoints), downloaded when first used.
+    required: bool = False
 
     @property
     def expected_hash(self) -> str:
@@ -77,12 +82,24 @@ class WeightFile:
 
 @dataclass(frozen=True)
 class FileStatus:
-    """Outcome of checking one lock row: `where` the copy was found, or None if missing."""
+    """Outcome of checking one lock row: `where` the copy was found, or None if missing.
+
+    `ok` is False only for what is wrong: a copy that does not match, or a required file
+    that is absent. An absent optional file is ok (and `missing`).
+    """
 
     ok: bool
     where: str | None
     location: Path | None
     detail: str
+    missing: bool = False
+    required: bool = False
+
+    @property
+    def label(self) -> str:
+        if not self.missing:
+            return "ok" if self.ok else "FAIL"
+        return "MISSING (required)" if self.required else "absent (optional)"
 
 
 def source_roots() -> list[Path]:
@@ -150,6 +167,9 @@ def _parse_row(raw: dict, lock: Path, index: int) -> WeightFile:
     size = raw.get("size")
     if size is not None and (type(size) is not int or size < 0):
         raise WeightsError(f"{where}: size must be a non-negative integer")
+    required = raw.get("required", False)
+    if type(required) is not bool:
+        raise WeightsError(f"{where}: required must be true or false")
     return WeightFile(
         bundle=raw["bundle"],
         path=path,
@@ -159,6 +179,7 @@ def _parse_row(raw: dict, lock: Path, index: int) -> WeightFile:
         size=size,
         license=raw["license"],
         lock_dir=lock.resolve().parent,
+        required=required,
     )
 
 
@@ -258,9 +279,16 @@ def _check_file(row: WeightFile, path: Path, where: str) -> None:
     else:
         problem = _mismatch(row, *_hash_file(path))
     if problem:
-        fix = "update weights.lock" if where == "repo" else f"delete it and run `{row.fetch_command()}`"
+        if where == "repo":
+            # A file shipped with enhance, whose digest the same release wrote into weights.lock.
+            raise WeightsError(
+                f"weights {row.bundle}/{row.path}: the shipped file {path} has been tampered with or damaged: it does "
+                f"not match weights.lock ({problem}); restore it (`git checkout -- {row.url[len('repo://'):]}` in a "
+                "checkout, or reinstall enhance)"
+            )
         raise WeightsError(
-            f"weights {row.bundle}/{row.path}: the {where} copy {path} does not match weights.lock ({problem}); {fix}"
+            f"weights {row.bundle}/{row.path}: the {where} copy {path} does not match weights.lock ({problem}); "
+            f"delete it and run `{row.fetch_command()}`"
         )
     _verified[(path, row.expected_hash)] = (stat.st_size, stat.st_mtime_ns)
 
@@ -356,22 +384,35 @@ def _obtain(row: WeightFile, *, replace_bad_cache: bool) -> Path:
         if not sources:
             raise WeightsError(
                 f"weights {row.bundle}/{row.path} (sha256 {row.expected_hash}) are not on this machine and "
-                f"ENHANCE_OFFLINE=1 forbids downloading them; run `{row.fetch_command()}` while online, "
-                f"or set ENHANCE_MIRROR to a directory holding {row.bundle}/{row.path}"
+                f"ENHANCE_OFFLINE=1 forbids downloading them; {download_help(row)}"
             )
     if not sources:
         raise WeightsError(
             f"weights {row.bundle}/{row.path} (sha256 {row.expected_hash}) are missing from {row.url} and have no "
-            f"download source; set ENHANCE_MIRROR to a directory holding {row.bundle}/{row.path}"
+            f"download source; set ENHANCE_MIRROR to a directory (or file:// or https:// URL) holding {row.bundle}/{row.path}"
         )
     failures = []
     for where, url in sources:
         try:
             return _download(row, url)
-        except (urllib.error.URLError, OSError, ValueError) as error:
-            failures.append(f"{where} {url}: {getattr(error, 'reason', error)}")
+        # DNS and connection failures (URLError), HTTP errors (HTTPError, a URLError), timeouts
+        # and resets (OSError), broken transfers (http.client's errors) and bad URLs (ValueError).
+        except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as error:
+            failures.append(f"{where} {url}: {getattr(error, 'reason', None) or error or type(error).__name__}")
     stale = f" (the cached copy {bad_cache} does not match)" if bad_cache else ""
-    raise WeightsError(f"weights {row.bundle}/{row.path}: could not download{stale}: " + "; ".join(failures))
+    raise WeightsError(
+        f"weights {row.bundle}/{row.path} (sha256 {row.expected_hash}): could not download{stale}: "
+        + "; ".join(failures)
+        + f"; {download_help(row)}"
+    )
+
+
+def download_help(row: WeightFile) -> str:
+    """What to do about weights that cannot be had here: the same advice for every way a download fails."""
+    return (
+        f"run `{row.fetch_command()}` on a machine that can reach {urllib.parse.urlsplit(row.url).netloc or row.url}, "
+        f"or set ENHANCE_MIRROR to a directory (or file:// or https:// URL) holding {row.bundle}/{row.path}"
+    )
 
 
 def resolve(bundle: str, path: str, *, lock: Path | str | None = None) -> Path:
@@ -382,24 +423,47 @@ def resolve(bundle: str, path: str, *, lock: Path | str | None = None) -> Path:
     raise WeightsError(f"weights.lock has no file {path!r} in bundle {bundle!r}")
 
 
+def resolve_bundle(bundle: str, *, lock: Path | str | None = None) -> Path:
+    """The folder holding every verified file of `bundle` (a multi-file bundle, e.g. a prior)."""
+    rows = _rows(lock, bundle)
+    paths = [_obtain(row, replace_bad_cache=False) for row in rows]
+    roots = {path.parents[len(PurePosixPath(row.path).parts) - 1] for row, path in zip(rows, paths)}
+    if len(roots) != 1:
+        raise WeightsError(f"weights {bundle}: its files lie in different places ({', '.join(map(str, sorted(roots)))}); "
+                           f"run `enhance weights fetch {bundle}` to gather them in the cache")
+    return roots.pop()
+
+
 def fetch(bundle: str | None = None, *, lock: Path | str | None = None) -> list[tuple[WeightFile, Path]]:
     """Makes every file of `bundle` (all bundles when None) available locally; a bad cached copy is replaced."""
     return [(row, _obtain(row, replace_bad_cache=True)) for row in _rows(lock, bundle)]
 
 
 def verify(bundle: str | None = None, *, lock: Path | str | None = None) -> list[tuple[WeightFile, FileStatus]]:
-    """Hashes the copy each row would load (never downloads) and reports whether it matches."""
+    """Hashes the copy each row would load (never downloads) and reports whether it matches.
+
+    A status is not ok when a copy is present and wrong, or a required file is absent;
+    absent optional files are reported (`missing`) but ok.
+    """
     results = []
     for row in _rows(lock, bundle):
         found = locate(row)
         if found is None:
-            results.append((row, FileStatus(ok=False, where=None, location=None, detail="missing")))
+            detail = (
+                "missing: the installed features need it; reinstall enhance"
+                if row.required
+                else f"not downloaded (needed only by what uses it); `{row.fetch_command()}` gets it"
+            )
+            status = FileStatus(ok=not row.required, where=None, location=None, detail=detail, missing=True, required=row.required)
+            results.append((row, status))
             continue
         where, location = found
         actual_hash, actual_size = _hash_file(location)
         problem = _mismatch(row, actual_hash, actual_size)
         detail = problem or f"sha256 {actual_hash}"
-        results.append((row, FileStatus(ok=problem is None, where=where, location=location, detail=detail)))
+        if problem and where == "repo":
+            detail += "; the shipped file has been tampered with or damaged"
+        results.append((row, FileStatus(ok=problem is None, where=where, location=location, detail=detail, required=row.required)))
     return results
 
 
@@ -448,4 +512,8 @@ def load_exact(module, state, source: str, *, new_modules: tuple[str, ...] = (),
     if missing or unexpected or misshapen:
         details = [f"{what} {_listed(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
         raise error(f"{source}: weights do not match {type(module).__name__}: {'; '.join(details)}")
+    for key, tensor in state.items():
+        # A changed byte in a float can make it NaN or infinite, which turns every output black.
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise error(f"{source}: {key} holds non-finite values (NaN or infinity): the file is damaged or tampered with")
     module.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()}, strict=not new_modules)

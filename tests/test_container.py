@@ -20,6 +20,7 @@ def test_codec_ids_are_never_renumbered():
         "cheng2020-anchor": 7,
         "cheng2020-attn": 8,
         "perco": 9,
+        "latent-diffusion": 10,
     }
     assert {name: CODEC_IDS[name] for name in pinned} == pinned
     assert len(set(CODEC_IDS.values())) == len(CODEC_IDS)

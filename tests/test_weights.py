@@ -27,7 +27,10 @@ def write_lock(directory: Path, *rows: dict) -> Path:
     for row in rows:
         lines.append("[[file]]")
         for key, value in row.items():
-            lines.append(f"{key} = {value!r}" if isinstance(value, int) else f'{key} = "{value}"')
+            if isinstance(value, bool):
+                lines.append(f"{key} = {str(value).lower()}")
+            else:
+                lines.append(f"{key} = {value!r}" if isinstance(value, int) else f'{key} = "{value}"')
     lock = directory / "weights.lock"
     lock.write_text("\n".join(lines) + "\n")
     return lock
@@ -148,7 +151,9 @@ def test_missing_file_while_offline(tmp_path, monkeypatch):
     assert "tiny" in message and SHA in message and "enhance weights fetch tiny" in message
     assert not (tmp_path / "cache" / "weights" / "tiny" / "model.bin").exists()
     [(_, status)] = weights.verify(lock=lock)
-    assert (status.ok, status.detail) == (False, "missing")
+    # An optional file that is absent is reported, but is not a failure.
+    assert (status.ok, status.missing, status.label) == (True, True, "absent (optional)")
+    assert "enhance weights fetch tiny" in status.detail
 
 
 def test_unknown_bundle_and_path(tmp_path):
@@ -250,7 +255,9 @@ def test_cli_list_fetch_verify(tmp_path, monkeypatch):
     from enhance.cli import app
 
     upstream = put(tmp_path / "upstream" / "model.bin")
-    lock = write_lock(tmp_path, row(url=upstream.as_uri()), row(bundle="big", sha256=None, sha256_prefix=SHA[:8], size=None))
+    lock = write_lock(
+        tmp_path, row(url=upstream.as_uri(), required=True), row(bundle="big", sha256=None, sha256_prefix=SHA[:8], size=None)
+    )
     monkeypatch.setattr(weights, "default_lock_path", lambda: lock)
     runner = CliRunner()
 
@@ -262,12 +269,95 @@ def test_cli_list_fetch_verify(tmp_path, monkeypatch):
         "big     model.bin  ?      MIT      missing",
     ]
     verified = runner.invoke(app, ["weights", "verify"])
-    assert verified.exit_code == 1 and verified.stdout.count("FAIL") == 2
+    # The required file is absent: a failure; the optional one is only reported.
+    assert verified.exit_code == 1, verified.output
+    assert verified.stdout.splitlines()[0].startswith("MISSING (required)  tiny/model.bin [required]")
+    assert verified.stdout.splitlines()[1].startswith("absent (optional)  big/model.bin [optional]")
+    assert verified.stdout.splitlines()[-1] == "0 ok, 1 optional absent, 1 failed"
 
     fetched = runner.invoke(app, ["weights", "fetch", "tiny"])
     assert fetched.exit_code == 0, fetched.output
     assert fetched.stdout == f"tiny/model.bin: {tmp_path / 'cache' / 'weights' / 'tiny' / 'model.bin'}\n"
     assert f"tiny    model.bin  {len(CONTENT)}  MIT      cache" in runner.invoke(app, ["weights", "list"]).stdout
     verified = runner.invoke(app, ["weights", "verify", "tiny"])
-    assert verified.exit_code == 0 and verified.stdout.startswith("ok  tiny/model.bin (cache: ")
-    assert runner.invoke(app, ["weights", "verify"]).exit_code == 1
+    assert verified.exit_code == 0 and verified.stdout.startswith("ok  tiny/model.bin [required] (cache: ")
+    # Everything required is present and right; the optional bundle's absence does not fail.
+    verified = runner.invoke(app, ["weights", "verify"])
+    assert verified.exit_code == 0, verified.output
+    assert verified.stdout.splitlines()[-1] == "1 ok, 1 optional absent, 0 failed"
+    # A present optional file that is wrong does.
+    put(tmp_path / "cache" / "weights" / "big" / "model.bin", b"not the weights")
+    verified = runner.invoke(app, ["weights", "verify"])
+    assert verified.exit_code == 1 and "FAIL  big/model.bin [optional]" in verified.stdout
+
+
+def test_shipped_lock_marks_what_the_installed_features_need():
+    rows = weights.load_lock()
+    assert {r.bundle for r in rows if r.required} == {"dirac-jpeg", "taef2"}
+    assert all(r.url.startswith("repo://") for r in rows if r.required)
+    # The shipped files themselves are all present and match (a fresh install verifies clean).
+    for found, status in weights.verify():
+        if found.required:
+            assert status.ok and not status.missing, (found.path, status.detail)
+
+
+def test_tampered_shipped_file_is_reported_as_tampered(tmp_path):
+    put(tmp_path / "weights" / "tiny" / "model.bin", CONTENT[:-1] + b"!")
+    lock = write_lock(tmp_path, row(url="repo://weights/tiny/model.bin", required=True))
+    with pytest.raises(WeightsError, match="tampered with or damaged") as caught:
+        weights.resolve("tiny", "model.bin", lock=lock)
+    assert "update weights.lock" not in str(caught.value)
+    [(_, status)] = weights.verify(lock=lock)
+    assert not status.ok and "tampered" in status.detail
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        "dns",
+        "http",
+        "reset",
+    ],
+)
+def test_every_download_failure_carries_the_same_help(tmp_path, monkeypatch, error):
+    import http.client
+    import socket
+    import urllib.error
+
+    failures = {
+        "dns": urllib.error.URLError(socket.gaierror(-2, "Name or service not known")),
+        "http": urllib.error.HTTPError("https://example.invalid/tiny/model.bin", 503, "Service Unavailable", {}, None),
+        "reset": http.client.IncompleteRead(b"partial"),
+    }
+
+    def refuse(*args, **kwargs):
+        raise failures[error]
+
+    monkeypatch.setattr(weights.urllib.request, "urlopen", refuse)
+    lock = write_lock(tmp_path, row())
+    with pytest.raises(WeightsError) as caught:
+        weights.resolve("tiny", "model.bin", lock=lock)
+    message = str(caught.value)
+    assert "could not download" in message
+    assert "enhance weights fetch tiny" in message and "ENHANCE_MIRROR" in message
+    monkeypatch.setenv("ENHANCE_OFFLINE", "1")
+    with pytest.raises(WeightsError) as offline:
+        weights.resolve("tiny", "model.bin", lock=lock)
+    assert weights.download_help(weights.load_lock(lock)[0]) in str(offline.value) and weights.download_help(
+        weights.load_lock(lock)[0]
+    ) in message
+
+
+def test_neural_codecs_are_unavailable_without_their_weights(tmp_path):
+    from enhance.codecs import describe_codecs
+    from enhance.registry import get_codec
+
+    lock = write_lock(tmp_path, row(bundle="compressai-mbt2018-mean", path="mbt2018-mean-mse-1.pth.tar"))
+    usable, reason = get_codec("mbt2018-mean", weights_lock=lock).available()
+    assert not usable and "enhance weights fetch compressai-mbt2018-mean" in reason and "ENHANCE_MIRROR" in reason
+    put(tmp_path / "cache" / "weights" / "compressai-mbt2018-mean" / "mbt2018-mean-mse-1.pth.tar")
+    assert get_codec("mbt2018-mean", weights_lock=lock).available() == (True, "")
+    # The shipped lock, with an empty cache: no neural codec is listed as available.
+    described = {d.name: d for d in describe_codecs()}
+    for name in ("bmshj2018-hyperprior", "mbt2018-mean", "cheng2020-anchor"):
+        assert not described[name].available and "enhance weights fetch" in described[name].reason

@@ -40,6 +40,8 @@ class CodecDescription:
     higher_rate_is_better: bool
     available: bool
     reason: str
+    # What `-q` means, in the terms of the format's own tools ("" when the codec does not say).
+    rate_meaning: str = ""
 
 
 def describe_codecs(codecs: dict[str, type] | None = None, *, family: str | None = None) -> list[CodecDescription]:
@@ -65,6 +67,7 @@ def describe_codecs(codecs: dict[str, type] | None = None, *, family: str | None
                 higher_rate_is_better=getattr(codec, "higher_rate_is_better", True),
                 available=usable,
                 reason=reason,
+                rate_meaning=getattr(codec, "rate_meaning", ""),
             )
         )
     return descriptions

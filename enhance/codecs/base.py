@@ -26,23 +26,26 @@ import functools
 import io
 import os
 import shutil
+import struct
 import subprocess
 from typing import ClassVar, Protocol, runtime_checkable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
+from .. import limits
 from ..errors import BadInput, CodecUnavailable, EnhanceError
 from ..image import checked_rgb
 
 SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4")
-# The largest picture a payload of ours may ask a decoder to produce (Pillow's own
-# decompression-bomb limit is about 179 Mpixels); a corrupt size field must not allocate more.
-MAX_DECODED_PIXELS = 1 << 27
 
-# Exceptions Pillow and its plugins raise for data they cannot decode.
-# (Pillow's AVIF plugin reports corrupt data as RuntimeError; the conformance kit found it.)
-PILLOW_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, RuntimeError, Image.DecompressionBombError)
+# Exceptions Pillow and its plugins raise for data they cannot decode: libavif's failures
+# come as RuntimeError, and Pillow's pure-Python header parsers raise IndexError,
+# KeyError, TypeError, struct.error or arithmetic errors on mangled fields.
+PILLOW_DECODE_ERRORS = (
+    OSError, SyntaxError, ValueError, EOFError, RuntimeError, IndexError, KeyError, TypeError,
+    ZeroDivisionError, OverflowError, struct.error, Image.DecompressionBombError,
+)  # fmt: skip
 
 
 @runtime_checkable
@@ -97,6 +100,8 @@ class BuiltinCodec:
     higher_rate_is_better: ClassVar[bool]
     # What the quality knob measures, for people: "quality", "QP", "PSNR dB", ...
     rate_unit: ClassVar[str] = "quality"
+    # What `-q` means, in the terms of the format's own tools, for `enhance codecs`.
+    rate_meaning: ClassVar[str] = ""
     file_extension: ClassVar[str]
     needs_container: ClassVar[bool] = False
     # Most knobs are integers (quality, QP, model index); a few are continuous (dB, distance).
@@ -155,8 +160,8 @@ def iso_brands(head: bytes) -> set[bytes]:
 
 
 def check_pixel_count(width: int, height: int, codec_name: str) -> None:
-    if width * height > MAX_DECODED_PIXELS:
-        raise BadInput(f"codec {codec_name}: {width}x{height} is more than {MAX_DECODED_PIXELS} pixels")
+    """The size a stream declares, checked against enhance's one pixel limit (`enhance.limits`) before decoding."""
+    limits.check_pixels(width, height, f"codec {codec_name}")
 
 
 def checked_subsampling(codec_name: str, subsampling: str) -> str:
@@ -175,9 +180,19 @@ def rgb_array(image: Image.Image) -> np.ndarray:
 
 
 def decode_with_pillow(data: bytes, pillow_format: str, codec_name: str) -> np.ndarray:
-    """Decodes `data`, accepting only `pillow_format`; anything else is BadInput."""
+    """Decodes `data`, accepting only `pillow_format`; anything else is BadInput.
+
+    The size the header declares is checked against the pixel limit before decoding.
+    """
     try:
-        with Image.open(io.BytesIO(data), formats=[pillow_format]) as image:
+        try:
+            image = limits.open_with_pillow(data, [pillow_format])
+        except UnidentifiedImageError:
+            from ..image import unidentified_reason
+
+            raise BadInput(f"codec {codec_name}: cannot decode {len(data)} bytes as {pillow_format}: {unidentified_reason(data)}") from None
+        with image:
+            check_pixel_count(*image.size, codec_name)
             image.load()
             return rgb_array(image)
     except PILLOW_DECODE_ERRORS as error:

@@ -35,6 +35,26 @@ from ..framing import ByteReader, ByteWriter
 BPG_MAGIC = b"BPG\xfb"
 
 
+def bpg_declared_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a BPG header: magic, two flag bytes, then picture_width and picture_height as ue7 varints."""
+    position = len(BPG_MAGIC) + 2
+    values = []
+    for field in ("width", "height"):
+        value = 0
+        for index in range(5):  # ue7(32): at most 5 bytes
+            if position >= len(data):
+                raise BadInput(f"codec bpg: truncated inside the picture {field}")
+            byte = data[position]
+            position += 1
+            value = (value << 7) | (byte & 0x7F)
+            if not byte & 0x80:
+                break
+        else:
+            raise BadInput(f"codec bpg: the picture {field} is longer than 32 bits")
+        values.append(value)
+    return values[0], values[1]
+
+
 def _bench_codecs() -> types.ModuleType:
     import_compressai()
     import compressai.utils.bench.codecs as bench_codecs
@@ -62,6 +82,7 @@ class BpgCodec(BuiltinCodec):
     rate_range = (0, 51)
     higher_rate_is_better = False
     rate_unit = "QP"
+    rate_meaning = "QP (bpgenc -q): 0 best, 51 worst"
     file_extension = ".bpg"
     # Class-level defaults, so `BpgCodec.available()` answers for the default options.
     encoder_path: str | None = None
@@ -138,6 +159,7 @@ class BpgCodec(BuiltinCodec):
         data = self._checked_bytes(data)
         if not data.startswith(BPG_MAGIC):
             raise BadInput(f"codec {self.name}: not a BPG file (no BPG signature)")
+        check_pixel_count(*bpg_declared_size(data), self.name)
         wrapper = self._wrapper()
         with tempfile.TemporaryDirectory(prefix="enhance-bpg-") as directory:
             source, target = Path(directory, "input.bpg"), Path(directory, "output.png")
@@ -168,6 +190,7 @@ class VtmCodec(BuiltinCodec):
     rate_range = (0, 63)
     higher_rate_is_better = False
     rate_unit = "QP"
+    rate_meaning = "QP (VTM EncoderApp -q): 0 best, 63 worst"
     file_extension = ".enh"
     needs_container = True
     # Class-level defaults, so `VtmCodec.available()` answers for the default options.

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 
 from ..errors import BadInput, EnhanceError
-from .base import BuiltinCodec, checked_subsampling, iso_brands, rgb_array
+from .base import BuiltinCodec, check_pixel_count, checked_subsampling, iso_brands, rgb_array
 from .pillow import AVIF_BRANDS
 
 HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
@@ -27,6 +28,7 @@ class HeicCodec(BuiltinCodec):
     family = "classical"
     rate_range = (0, 100)
     higher_rate_is_better = True
+    rate_meaning = "libheif quality (heif-enc -q): 0 worst, 100 best"
     file_extension = ".heic"
 
     def __init__(self, *, subsampling: str = "4:2:0", preset: str | None = None):
@@ -72,9 +74,14 @@ class HeicCodec(BuiltinCodec):
 
         data = self._checked_bytes(data)
         try:
+            # Parses the HEIF boxes only; pixels are decoded by `to_pillow`, after the size check.
             heif = pillow_heif.open_heif(io.BytesIO(data), convert_hdr_to_8bit=True)
+            check_pixel_count(*heif.size, self.name)
             return rgb_array(heif.to_pillow())
-        # libheif reports bad data as ValueError (invalid input), RuntimeError (decoder errors) or
-        # SyntaxError (unsupported box versions, as a mutated file has: the conformance kit found it).
-        except (ValueError, RuntimeError, OSError, EOFError, SyntaxError) as error:
-            raise BadInput(f"codec {self.name}: cannot decode {len(data)} bytes as HEIC: {error}") from None
+        except BadInput:
+            raise
+        # libheif reports bad data as ValueError (invalid input) or RuntimeError (decoder errors);
+        # pillow-heif's own box parsing raises IndexError, SyntaxError or struct errors on
+        # mangled metadata.
+        except (ValueError, RuntimeError, OSError, EOFError, IndexError, SyntaxError, KeyError, TypeError, struct.error) as error:
+            raise BadInput(f"codec {self.name}: cannot decode {len(data)} bytes as HEIC: {error or type(error).__name__}") from None

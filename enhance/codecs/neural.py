@@ -27,15 +27,20 @@ entropy models derive each symbol's CDF index from floating-point scales).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
+from urllib.request import url2pathname
 
 import numpy as np
 
 from .._compressai import import_compressai
 from ..errors import BadInput, CodecUnavailable, EnhanceError, WeightsError
-from .base import BuiltinCodec, check_pixel_count
+from .base import BuiltinCodec, check_pixel_count, class_or_instance_method
 from ..framing import ByteReader, ByteWriter
+from .rans import CheckedRansDecoder, RansError
 
 METRICS = ("mse", "ms-ssim")
 PAYLOAD_VERSION = 1
@@ -43,6 +48,47 @@ MAX_SIDE = 1 << 16
 # g_a downsamples by 16 and h_a by another 4 in every architecture here.
 PAD_MULTIPLE = 64
 STRING_GROUPS = 2
+# Autoregressive models make their rANS decoder inside `_decompress_ar`, from a module
+# global; it is swapped for the checked one while a stream is decoded.
+_AUTOREGRESSIVE_PATCH = threading.Lock()
+
+
+def install_checked_decoders(model) -> None:
+    """Makes every entropy model in `model` decode with `CheckedRansDecoder` (see `enhance.codecs.rans`)."""
+    from compressai.entropy_models import EntropyModel
+
+    for module in model.modules():
+        if isinstance(module, EntropyModel):
+            coder = module.entropy_coder
+            if getattr(coder, "name", None) != "ans":
+                raise EnhanceError(f"CompressAI's entropy coder is {getattr(coder, 'name', coder)!r}; enhance streams use 'ans'")
+            if not isinstance(coder._decoder, CheckedRansDecoder):
+                coder._decoder = CheckedRansDecoder()
+
+
+@contextmanager
+def checked_autoregressive_decoding(model) -> Iterator[None]:
+    """While active, `model._decompress_ar` (if it has one) decodes with `CheckedRansDecoder`, checked at the end."""
+    decompress_ar = getattr(type(model), "_decompress_ar", None)
+    namespace = getattr(decompress_ar, "__globals__", None)
+    if namespace is None or "RansDecoder" not in namespace:
+        yield
+        return
+    created: list[CheckedRansDecoder] = []
+
+    def make_decoder() -> CheckedRansDecoder:
+        created.append(CheckedRansDecoder())
+        return created[-1]
+
+    with _AUTOREGRESSIVE_PATCH:
+        original = namespace["RansDecoder"]
+        namespace["RansDecoder"] = make_decoder
+        try:
+            yield
+        finally:
+            namespace["RansDecoder"] = original
+    for decoder in created:
+        decoder.finish()
 
 
 def image_to_tensor(pixels: np.ndarray):
@@ -76,8 +122,12 @@ class CompressAICodec(BuiltinCodec):
     family = "neural"
     higher_rate_is_better = True
     rate_unit = "model"
+    rate_meaning = "CompressAI zoo model index: 1 lowest rate, the highest index best"
     file_extension = ".enh"
     needs_container = True
+    # Class-level defaults, so `available()` on the class answers for the default options.
+    weights_lock: str | Path | None = None
+    _model_loader: Callable[[int, str], object] | None = None
 
     def __init__(
         self,
@@ -95,13 +145,42 @@ class CompressAICodec(BuiltinCodec):
         self._model_loader = model_loader
         self._models: dict[tuple[int, str], object] = {}
 
-    @classmethod
-    def available(cls) -> tuple[bool, str]:
+    @class_or_instance_method
+    def available(self) -> tuple[bool, str]:
+        """Usable here: CompressAI imports, and (unless a `model_loader` replaces them) some of its weights are local."""
         try:
             import_compressai()
         except CodecUnavailable as error:
             return False, str(error)
-        return True, ""
+        if self._model_loader is not None:
+            return True, ""
+        return self._weights_available()
+
+    @class_or_instance_method
+    def _weights_available(self) -> tuple[bool, str]:
+        from .. import weights
+
+        bundle = f"compressai-{self.name}"  # as `weights_bundle`, which the class alone cannot read
+        try:
+            rows = [row for row in weights.load_lock(self.weights_lock) if row.bundle == bundle]
+        except WeightsError as error:
+            return False, str(error)
+        if not rows:
+            return False, f"weights.lock lists no weights for it (bundle {bundle})"
+        for row in rows:
+            if weights.locate(row) is not None:
+                return True, ""
+            if row.url.startswith("file://") and Path(url2pathname(urlsplit(row.url).path)).is_file():
+                return True, ""
+        return False, f"its weights are not on this machine; {weights.download_help(rows[0])}"
+
+    def _require_available(self) -> None:
+        # Only the library: missing weights are downloaded when a model is loaded, or refused
+        # there with what to do (`weights.resolve`).
+        try:
+            import_compressai()
+        except CodecUnavailable as error:
+            raise CodecUnavailable(f"codec {self.name} is unavailable: {error}") from None
 
     @property
     def weights_bundle(self) -> str:
@@ -144,6 +223,7 @@ class CompressAICodec(BuiltinCodec):
             model = model.eval().to(self.device)
             # Computes the entropy coder's CDF tables unless the checkpoint already holds them.
             model.update()
+            install_checked_decoders(model)
             self._models[key] = model
         return self._models[key]
 
@@ -198,10 +278,19 @@ class CompressAICodec(BuiltinCodec):
             raise BadInput(f"codec {self.name}: {groups} string groups, expected {STRING_GROUPS}")
         strings = [[reader.blob(f"string group {index}")] for index in range(groups)]
         reader.end()
+        for index, (string,) in enumerate(strings):
+            # rANS strings are whole 32-bit words, at least the two of the coder's final state.
+            if len(string) < 8 or len(string) % 4:
+                raise BadInput(f"codec {self.name}: string group {index} has {len(string)} bytes, not a whole number (>= 2) of 32-bit words")
         shape = (-(-height // PAD_MULTIPLE), -(-width // PAD_MULTIPLE))
         model = self.model(quality, METRICS[metric_index])
-        with torch.no_grad():
-            x_hat = model.decompress(strings, shape)["x_hat"]
+        try:
+            with torch.no_grad(), checked_autoregressive_decoding(model):
+                x_hat = model.decompress(strings, shape)["x_hat"]
+        except RansError as error:
+            raise BadInput(f"codec {self.name}: {error}") from None
+        if not bool(torch.isfinite(x_hat).all()):
+            raise BadInput(f"codec {self.name}: the stream decodes to non-finite values (corrupt)")
         return tensor_to_image(x_hat, height, width)
 
 

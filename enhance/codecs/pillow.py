@@ -27,6 +27,7 @@ class JpegCodec(PillowCodec):
     rate_range = (1, 100)
     higher_rate_is_better = True
     file_extension = ".jpg"
+    rate_meaning = "IJG quality (libjpeg, cjpeg -quality): 1 worst, 100 best"
     pillow_format = "JPEG"
     pillow_feature = "jpg"
 
@@ -59,6 +60,7 @@ class WebpCodec(PillowCodec):
     rate_range = (0, 100)
     higher_rate_is_better = True
     file_extension = ".webp"
+    rate_meaning = "libwebp quality (cwebp -q): 0 worst, 100 best"
     pillow_format = "WEBP"
     pillow_feature = "webp"
 
@@ -82,6 +84,7 @@ class AvifCodec(PillowCodec):
     rate_range = (0, 100)
     higher_rate_is_better = True
     file_extension = ".avif"
+    rate_meaning = "libavif quality (avifenc -q): 0 worst, 100 best"
     pillow_format = "AVIF"
     pillow_feature = "avif"
 
@@ -114,6 +117,7 @@ class Jpeg2000Codec(PillowCodec):
     rate_unit = "PSNR dB"
     integer_rate = False
     file_extension = ".jp2"
+    rate_meaning = "target PSNR in dB (OpenJPEG): 20 smeared, 40 good, 60 near lossless"
     pillow_format = "JPEG2000"
     pillow_feature = "jpg_2000"
 

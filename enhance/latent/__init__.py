@@ -37,7 +37,7 @@ class LatentAutoencoder(Protocol):
 
 def image_to_tensor(image: np.ndarray, device="cpu") -> torch.Tensor:
     """uint8 HxWx3 -> 1x3xHxW float32 in [0, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(image)).to(device).permute(2, 0, 1)[None].float() / 255.0
+    return torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).to(device).permute(2, 0, 1)[None].float() / 255.0
 
 
 def tensor_to_image(images: torch.Tensor) -> np.ndarray:
@@ -63,13 +63,31 @@ def load_autoencoder(name: str = "taef2", *, device="cpu", dtype=torch.float32) 
     """A latent autoencoder by bundle name: `taef2`, or any diffusers AutoencoderKL bundle in weights.lock."""
     from .. import weights
 
-    if name == "taef2":
+    directory = weights.resolve_bundle(name)
+    return autoencoder_from_directory(directory, device=device, dtype=dtype)
+
+
+__all__ = ["LatentAutoencoder", "autoencoder_from_directory", "decode_latent", "encode_image", "image_to_tensor", "load_autoencoder", "tensor_to_image"]
+
+
+def autoencoder_from_directory(directory, *, device="cpu", dtype=torch.float32) -> LatentAutoencoder:
+    """A latent autoencoder from a bundle folder, its kind read from `config.json`'s `_class_name`."""
+    import json
+    from pathlib import Path
+
+    from ..errors import WeightsError
+
+    directory = Path(directory)
+    try:
+        kind = json.loads((directory / "config.json").read_text()).get("_class_name")
+    except (OSError, ValueError, AttributeError) as error:
+        raise WeightsError(f"{directory / 'config.json'}: cannot read ({error})") from None
+    if kind == "TAEF2":
         from .taef2 import TAEF2
 
-        return TAEF2.from_pretrained(weights.resolve("taef2", "config.json").parent, device=device, dtype=dtype)
-    from .diffusers_vae import DiffusersVAE
+        return TAEF2.from_pretrained(directory, device=device, dtype=dtype)
+    if kind == "AutoencoderKL":
+        from .diffusers_vae import DiffusersVAE
 
-    return DiffusersVAE.from_pretrained(weights.resolve(name, "config.json").parent, device=device, dtype=dtype)
-
-
-__all__ = ["LatentAutoencoder", "decode_latent", "encode_image", "image_to_tensor", "load_autoencoder", "tensor_to_image"]
+        return DiffusersVAE.from_pretrained(directory, device=device, dtype=dtype)
+    raise WeightsError(f"{directory / 'config.json'}: unknown autoencoder {kind!r} (TAEF2 or AutoencoderKL)")

@@ -8,6 +8,7 @@ are not cached: the latent of a rotated image is not the rotated latent.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,21 @@ def cache_name(image: Path, root: Path) -> str:
     return str(relative.with_suffix("")).replace("/", "__") + ".safetensors"
 
 
-def cache_latents(autoencoder: LatentAutoencoder, roots: list[Path], out: Path, *, log=print) -> list[Path]:
-    """Encodes every image under `roots` and its left-right mirror into `out`; returns the cache files."""
+def _window(image: np.ndarray, max_side: int | None, key: str) -> np.ndarray:
+    """A max_side x max_side window of a larger image, placed by a hash of `key` on the 8-pixel grid."""
+    if max_side is None or max(image.shape[:2]) <= max_side:
+        return image
+    rng = np.random.default_rng(zlib.crc32(key.encode()))
+    y = int(rng.integers(0, max(0, image.shape[0] - max_side) // 8 + 1)) * 8
+    x = int(rng.integers(0, max(0, image.shape[1] - max_side) // 8 + 1)) * 8
+    return image[y : y + max_side, x : x + max_side]
+
+
+def cache_latents(autoencoder: LatentAutoencoder, roots: list[Path], out: Path, *, max_side: int | None = None, log=print) -> list[Path]:
+    """Encodes every image under `roots` and its left-right mirror into `out`; returns the cache files.
+
+    With `max_side`, larger photos contribute one window of that size (encoding every pixel of
+    the big photos costs the 2-core CPU most of an hour, for crops a budgeted run never draws)."""
     from safetensors.torch import save_file
 
     out.mkdir(parents=True, exist_ok=True)
@@ -36,7 +50,7 @@ def cache_latents(autoencoder: LatentAutoencoder, roots: list[Path], out: Path, 
             files.append(target)
             if target.exists():
                 continue
-            image = load_rgb(image_path)
+            image = _window(load_rgb(image_path), max_side, target.name)
             tensors = {
                 "latent": encode_image(autoencoder, image)[0].half(),
                 "latent_mirrored": encode_image(autoencoder, np.ascontiguousarray(image[:, ::-1]))[0].half(),
@@ -84,8 +98,8 @@ class LatentCropSampler:
             latent = self.latents[index]
             y = int(rng.integers(0, latent.shape[-2] - crop + 1))
             x = int(rng.integers(0, latent.shape[-1] - crop + 1))
-            picked.append(latent[:, y : y + crop, x : x + crop])
-        return torch.stack(picked).float()
+            picked.append(latent[:, y : y + crop, x : x + crop].float())
+        return torch.stack(picked)
 
     def statistics(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-channel mean and standard deviation over every cached latent position."""

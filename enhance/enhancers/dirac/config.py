@@ -8,7 +8,8 @@ bundle never loads into a model it was not trained as.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -81,6 +82,96 @@ class Thresholds:
         return cls(percentile=float(data["percentile"]), rates=rates, lower=lower, upper=upper)
 
 
+# --- strict checks of a config.json read from disk -----------------------------------
+#
+# Every key is required and every value must have its exact JSON type: 256.0 is not an
+# embedding width, "2" is not a block count, "0.02" is not a beta, NaN is not a scale.
+# Messages name the key by its path ("model.embed_dim", "rate.low").
+
+
+def _whole(value, key: str, low: int | None = None) -> int:
+    if type(value) is not int:
+        raise ValueError(f"{key} must be a whole number, got {json.dumps(value)}")
+    if low is not None and value < low:
+        raise ValueError(f"{key} must be at least {low}, got {value}")
+    return value
+
+
+def _number(value, key: str) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a finite number, got {json.dumps(value) if not isinstance(value, float) else value}")
+    return float(value)
+
+
+def _table(value, key: str, expected: set[str]) -> dict:
+    if not isinstance(value, dict):
+        raise ValueError(f"{key} must be an object, got {json.dumps(value)}")
+    missing, unknown = sorted(expected - set(value)), sorted(set(value) - expected)
+    if missing:
+        raise ValueError(f"{key} is missing the key{'s' if len(missing) > 1 else ''} {', '.join(f'{key}.{m}' for m in missing)}")
+    if unknown:
+        raise ValueError(f"{key} has unknown keys {', '.join(f'{key}.{u}' for u in unknown)}")
+    return value
+
+
+def _list(value, key: str) -> list:
+    if not isinstance(value, list) or not value:
+        raise ValueError(f"{key} must be a non-empty list, got {json.dumps(value)}")
+    return value
+
+
+def check_bundle_dict(data: dict) -> None:
+    """Raises ValueError naming the key of the first value in a bundle config that has the wrong type or range."""
+    model = _table(data["model"], "model", {f.name for f in fields(DiracUNetConfig)})
+    for key in ("image_channels", "unshuffle", "mid_blocks", "embed_dim", "refine_channels"):
+        _whole(model[key], f"model.{key}", 0 if key in ("mid_blocks", "refine_channels") else 1)
+    for key in ("channels", "blocks"):
+        for index, value in enumerate(_list(model[key], f"model.{key}")):
+            _whole(value, f"model.{key}[{index}]", 1 if key == "channels" else 0)
+    if type(model["rate_conditioned"]) is not bool:
+        raise ValueError(f"model.rate_conditioned must be true or false, got {json.dumps(model['rate_conditioned'])}")
+
+    schedule = _table(data["schedule"], "schedule", {f.name for f in fields(ScheduleConfig)})
+    for key in ("num_train_timesteps", "t_start", "schedule_steps"):
+        _whole(schedule[key], f"schedule.{key}", 1)
+    beta_start, beta_end = _number(schedule["beta_start"], "schedule.beta_start"), _number(schedule["beta_end"], "schedule.beta_end")
+    if not 0 < beta_start < beta_end < 1:
+        raise ValueError(f"schedule needs 0 < beta_start < beta_end < 1, got {beta_start} and {beta_end}")
+
+    if not isinstance(data["codec"], str) or not data["codec"]:
+        raise ValueError(f"codec must be a codec name, got {json.dumps(data['codec'])}")
+    if data["rate"] is not None:
+        rate = _table(data["rate"], "rate", {"name", "low", "high"})
+        if not isinstance(rate["name"], str) or not rate["name"]:
+            raise ValueError(f"rate.name must be a non-empty string, got {json.dumps(rate['name'])}")
+        low, high = _number(rate["low"], "rate.low"), _number(rate["high"], "rate.high")
+        if not low < high:
+            raise ValueError(f"rate.low must be less than rate.high, got {low:g} and {high:g}")
+    scale = _number(data["residual_scale"], "residual_scale")
+    if scale <= 0:
+        raise ValueError(f"residual_scale must be positive, got {scale:g}")
+    _whole(data["default_steps"], "default_steps", 1)
+
+    if data["thresholds"] is not None:
+        thresholds = _table(data["thresholds"], "thresholds", {"percentile", "rates", "lower", "upper"})
+        percentile = _number(thresholds["percentile"], "thresholds.percentile")
+        if not 50 <= percentile <= 100:
+            raise ValueError(f"thresholds.percentile must lie in 50..100, got {percentile:g}")
+        rates = [_number(r, f"thresholds.rates[{i}]") for i, r in enumerate(_list(thresholds["rates"], "thresholds.rates"))]
+        channels = model["image_channels"]
+        for side in ("lower", "upper"):
+            rows = _list(thresholds[side], f"thresholds.{side}")
+            if len(rows) != len(rates):
+                raise ValueError(f"thresholds.{side} has {len(rows)} rows, thresholds.rates has {len(rates)} rates")
+            for i, row in enumerate(rows):
+                if not isinstance(row, list) or len(row) != channels:
+                    raise ValueError(
+                        f"thresholds.{side}[{i}] must list {channels} values (one per image channel), got {json.dumps(row)}"
+                    )
+                for c, value in enumerate(row):
+                    _number(value, f"thresholds.{side}[{i}][{c}]")
+
+
 @dataclass(frozen=True)
 class DiracConfig:
     codec: str = "jpeg"
@@ -117,6 +208,7 @@ class DiracConfig:
         unknown, missing = set(data) - expected, expected - set(data)
         if unknown or missing:
             raise ValueError(f"config keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
+        check_bundle_dict(data)
         rate = data["rate"]
         config = cls(
             codec=str(data["codec"]),
@@ -140,6 +232,12 @@ class DiracConfig:
     def load(cls, path: Path) -> "DiracConfig":
         path = Path(path)
         try:
-            return cls.from_dict(json.loads(path.read_text()))
+            # Python's json reads NaN and Infinity, which JSON does not have; refuse them by name.
+            data = json.loads(path.read_text(), parse_constant=_refuse_constant)
+            return cls.from_dict(data)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise BundleError(f"{path}: {error}") from None
+
+
+def _refuse_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows (a config value must be finite)")

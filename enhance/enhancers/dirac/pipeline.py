@@ -115,4 +115,7 @@ class DiracPipeline:
                 results[index] = prediction / cfg.residual_scale
             if index < max(stops):
                 sample = self.schedule.step(prediction, timestep, sample)
+        for steps in stops:
+            if not bool(torch.isfinite(results[steps]).all()):
+                raise BundleError("the DIRAC model produced non-finite values (NaN or infinity); its weights are broken")
         return [results[steps] for steps in stops]

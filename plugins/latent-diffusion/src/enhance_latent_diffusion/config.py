@@ -1,0 +1,83 @@
+"""The codec bundle's index (`codec.json`): which latent space and prior it runs on, and its rates."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from enhance.errors import WeightsError
+
+FORMAT = "enhance.latent-diffusion-codec"
+VERSION = 1
+
+
+@dataclass
+class CodecConfig:
+    """`lambdas[k]` weighs latent MSE against bits per pixel at rate level k (1-based for users)."""
+
+    autoencoder: str = "taef2"
+    prior: str = "prior-taef2"
+    lambdas: list[float] = field(default_factory=lambda: [0.25 * 2**k for k in range(8)])
+    latent_channels: int = 32
+    hyper_channels: int = 32
+    hyper_width: int = 128
+    embed_dim: int = 16
+    gamma_width: int = 64
+    # The receiver denoises from the timestep whose noise matches `noise_scale` times the
+    # quantization error the sender measured; `eta` is DDIM's stochasticity.
+    noise_scale: float = 1.0
+    default_steps: int = 4
+    eta: float = 0.0
+
+    @property
+    def levels(self) -> int:
+        return len(self.lambdas)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": VERSION, **asdict(self)}
+
+    def save(self, path: Path) -> None:
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> "CodecConfig":
+        try:
+            data = json.loads(Path(path).read_text())
+        except (OSError, ValueError) as error:
+            raise WeightsError(f"{path}: cannot read the codec config ({error})") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data: dict, where: str) -> "CodecConfig":
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
+            raise WeightsError(f"{where}: not a version {VERSION} {FORMAT} config")
+        fields = {key: value for key, value in data.items() if key not in ("format", "version")}
+        defaults = asdict(cls())
+        unknown = sorted(set(fields) - set(defaults))
+        if unknown:
+            raise WeightsError(f"{where}: unknown keys {unknown}")
+        for key, value in fields.items():
+            expected = type(defaults[key])
+            if expected is float and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+            if type(value) is not expected:
+                raise WeightsError(f"{where}: {key} must be {expected.__name__}, not {value!r}")
+            fields[key] = value
+        config = cls(**fields)
+        config.check(where)
+        return config
+
+    def check(self, where: str) -> None:
+        if not 2 <= self.levels <= 16 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.lambdas):
+            raise WeightsError(f"{where}: lambdas must be 2 to 16 positive numbers")
+        for key in ("latent_channels", "hyper_channels", "hyper_width", "embed_dim", "gamma_width"):
+            if not 1 <= getattr(self, key) <= 1024:
+                raise WeightsError(f"{where}: {key} must be from 1 to 1024")
+        if self.latent_channels % 2:
+            raise WeightsError(f"{where}: latent_channels must be even (step offsets are packed two per byte)")
+        if not (math.isfinite(self.noise_scale) and 0 < self.noise_scale <= 10 and 0 <= self.eta <= 1):
+            raise WeightsError(f"{where}: noise_scale must be in (0, 10] and eta in [0, 1]")
+        if not 0 <= self.default_steps <= 100:
+            raise WeightsError(f"{where}: default_steps must be from 0 to 100")

@@ -1,0 +1,93 @@
+"""Training task: the gamma predictor and entropy model on cached latents, the prior frozen.
+
+Loss per image at rate level k: bits per pixel + lambda_k * MSE between the normalised latent
+and its reconstruction. The prior contributes its latent normalisation; the autoencoder is
+not run at all (its latents are cached), which is what makes this cheap enough for a CPU.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from enhance.priors import LatentPrior
+from enhance.train.latents import LatentCropSampler
+from enhance.train.trainer import atomic_save
+
+from .config import CodecConfig
+from .model import LatentDiffusionCodecModel
+
+PIXELS_PER_POSITION = 64  # TAEF2: one latent position per 8x8 pixels
+
+
+@dataclass
+class CodecTaskOptions:
+    latent_files: list[Path]
+    prior: Path
+    val_files: list[Path] = field(default_factory=list)
+    crop: int = 32
+    batch: int = 16
+    seed: int = 0
+    config: CodecConfig = field(default_factory=CodecConfig)
+    init_from: Path | None = None
+
+
+class CodecTask:
+    kind = "latent-diffusion-codec"
+
+    def __init__(self, options: CodecTaskOptions):
+        self.options = options
+        self.prior = LatentPrior.from_pretrained(options.prior)
+        self.sampler = LatentCropSampler(options.latent_files, options.crop, seed=options.seed)
+        self.config = options.config.to_dict()
+        self.val_batch = None
+        if options.val_files:
+            self.val_batch = LatentCropSampler(options.val_files, options.crop, seed=1234).batch(32)
+
+    def build(self, config: dict) -> LatentDiffusionCodecModel:
+        model = LatentDiffusionCodecModel(CodecConfig.from_dict(config, "codec task config"))
+        if self.options.init_from is not None:
+            from enhance.priors.prior import load_strict
+
+            load_strict(model, Path(self.options.init_from) / "model.safetensors")
+        return model
+
+    def _normalised(self, batch: torch.Tensor, device) -> torch.Tensor:
+        return self.prior.normalise(batch).to(device)
+
+    def loss(self, model: LatentDiffusionCodecModel, step: int):
+        self.sampler.set_state(self.options.seed, step)
+        device = model.base_log_step.device
+        latent = self._normalised(self.sampler.batch(self.options.batch), device)
+        generator = torch.Generator().manual_seed(self.options.seed * 7919 + step)
+        levels = torch.randint(0, model.config.levels, (latent.shape[0],), generator=generator).to(device)
+        with torch.autocast(device.type, enabled=False):
+            reconstruction, bits = model(latent.float(), levels)
+            mse = (reconstruction - latent).pow(2).mean(dim=(1, 2, 3))
+            bpp = bits / PIXELS_PER_POSITION
+            lambdas = torch.tensor(model.config.lambdas, device=device)[levels]
+            loss = (bpp + lambdas * mse).mean()
+        return loss, {"bpp": float(bpp.mean()), "mse": float(mse.mean())}
+
+    @torch.no_grad()
+    def validate(self, model: LatentDiffusionCodecModel) -> dict:
+        if self.val_batch is None:
+            return {}
+        latent = self._normalised(self.val_batch, model.base_log_step.device)
+        metrics = {}
+        for level in range(model.config.levels):
+            levels = torch.full((latent.shape[0],), level, device=latent.device)
+            reconstruction, bits = model(latent, levels)
+            metrics[f"L{level + 1}"] = {
+                "bpp": round(float(bits.mean()) / PIXELS_PER_POSITION, 4),
+                "mse": round(float((reconstruction - latent).pow(2).mean()), 4),
+            }
+        return metrics
+
+    def save_bundle(self, model: LatentDiffusionCodecModel, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        model.hyperprior.density.freeze_tables()
+        CodecConfig.from_dict(self.config, "codec task config").save(directory / "codec.json")
+        atomic_save(dict(model.state_dict()), directory / "model.safetensors", {"format": "enhance.latent-diffusion-codec.weights", "version": "1"})

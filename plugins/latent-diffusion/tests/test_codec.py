@@ -1,0 +1,96 @@
+"""The latent-diffusion codec end to end with tiny random models: sizes, rates, determinism, bad streams."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from enhance.errors import EnhanceError
+from enhance_latent_diffusion import LatentDiffusionCodec
+from enhance_latent_diffusion import bitstream
+
+
+def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([np.sin(x / 7.0), np.cos(y / 5.0), np.sin((x + y) / 11.0)], axis=-1) * 80 + 128
+    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope="module")
+def codec(codec_bundle):
+    return LatentDiffusionCodec(bundle=codec_bundle, device="cpu")
+
+
+@pytest.mark.parametrize("size", [(33, 47), (64, 64), (17, 9)])
+def test_every_level_round_trips_any_size(codec, size):
+    image = photo(*size)
+    for level in range(1, 7):
+        data = codec.encode(image, level)
+        for steps in (0, 2):
+            decoded = codec.decode(data, steps=steps, seed=1)
+            assert decoded.shape == image.shape and decoded.dtype == np.uint8
+
+
+def test_bytes_fall_with_the_level_below(codec):
+    image = photo(96, 128)
+    sizes = [len(codec.encode(image, level)) for level in range(1, 7)]
+    assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
+
+
+def test_the_same_seed_gives_the_same_image(codec):
+    data = codec.encode(photo(40, 56), 3)
+    assert np.array_equal(codec.decode(data, steps=3, seed=5), codec.decode(data, steps=3, seed=5))
+
+
+def test_the_naive_decode_differs_from_the_diffused_one(codec):
+    data = codec.encode(photo(40, 56), 2)
+    assert not np.array_equal(codec.decode(data, steps=0), codec.decode(data, steps=2))
+
+
+def test_header_is_a_few_bytes(codec):
+    data = codec.encode(photo(33, 47), 1)
+    payload = bitstream.read(data, channels=32, levels=6, max_pixels=10**8)
+    strings = sum(len(s) for s in payload.strings)
+    assert len(data) - strings <= 1 + 2 + 1 + 1 + 1 + 16 + 1 + 2 * 2
+
+
+@pytest.mark.parametrize("rate", [0, 7, 2.5, True, "3"])
+def test_a_rate_outside_the_levels_is_a_clear_error(codec, rate):
+    with pytest.raises(EnhanceError, match="rate must be a level from 1 to 6"):
+        codec.encode(photo(16, 16), rate)
+
+
+@pytest.mark.parametrize("steps", [-1, 101, 1.5])
+def test_bad_step_counts_are_refused(codec, steps):
+    data = codec.encode(photo(16, 16), 1)
+    with pytest.raises(EnhanceError, match="steps must be an integer from 0 to 100"):
+        codec.decode(data, steps=steps)
+
+
+def test_a_thousand_mutated_or_truncated_streams_fail_cleanly(codec):
+    rng = np.random.default_rng(0)
+    good = codec.encode(photo(24, 32), 3)
+    outcomes = {"error": 0, "image": 0}
+    for case in range(1000):
+        data = bytearray(good)
+        if case % 3 == 0:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 4))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        try:
+            image = codec.decode(bytes(data), steps=0)
+        except EnhanceError:
+            outcomes["error"] += 1
+        else:
+            assert image.dtype == np.uint8 and image.ndim == 3
+            outcomes["image"] += 1
+    assert outcomes["error"] > 300
+
+
+def test_a_payload_declaring_a_huge_image_is_refused_before_decoding(codec):
+    data = bytearray(codec.encode(photo(16, 16), 1))
+    forged = bytes([1]) + bytes([0xFF, 0xFF, 0x03]) * 2 + bytes(data[3:])
+    with pytest.raises(EnhanceError):
+        codec.decode(forged, steps=0)

@@ -190,7 +190,7 @@ def train(
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
-    from .train.loop import TrainOptions, train as run_training
+    from .train.dirac import TrainOptions, train as run_training
 
     model = None
     if refine_channels is not None:

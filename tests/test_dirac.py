@@ -24,7 +24,7 @@ from enhance.enhancers.dirac import (
 )
 from enhance.enhancers.dirac.pipeline import load_state_dict_strict
 from enhance.errors import BadInput, EnhanceError
-from enhance.train.loop import TrainOptions, train
+from enhance.train.dirac import TrainOptions, train
 from enhance.train.thresholds import write_thresholds
 
 
@@ -345,10 +345,29 @@ def test_training_restores_the_sigterm_handler_it_installs():
     import os
     import signal
 
-    from enhance.train.loop import _stop_on_sigterm
+    from enhance.train.trainer import stop_on_signals
 
     before = signal.getsignal(signal.SIGTERM)
-    with _stop_on_sigterm() as stop:
+    with stop_on_signals() as request:
         os.kill(os.getpid(), signal.SIGTERM)
-        assert stop["now"]
+        assert request["stop"]
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_checkpoint_from_before_the_trainer_resumes(photo_folder, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    options = TrainOptions(codec="jpeg", data=[photo_folder], out=out, steps=2, batch=2, crop=32, model=TINY_MODEL, device="cpu")
+    train(options)
+    checkpoint = out / "checkpoint.safetensors"
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(checkpoint))
+    # The metadata train/loop.py wrote: its own format, no task kind.
+    legacy = {"format": "enhance.dirac.checkpoint", "version": "1", "step": metadata["step"], "config": metadata["config"]}
+    save_file(tensors, str(checkpoint), metadata=legacy)
+    messages = []
+    train(replace(options, steps=3), log=messages.append)
+    assert any("resumed" in m and "step 2" in m for m in messages)

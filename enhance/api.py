@@ -8,7 +8,6 @@ the bytes (`Codec.recognises`) and maps names only through `enhance.registry`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import numpy as np
 from . import container, image, limits, registry
 from .errors import BadInput, ContainerError, EnhanceError
 from .image import checked_rgb
+from .codecs import decode_payload
 from .registry import native_codec
 
 def load_display_pixels(path: Path | str) -> np.ndarray:
@@ -34,14 +34,6 @@ def _writing(path: Path) -> Iterator[None]:
         yield
     except OSError as error:
         raise EnhanceError(f"{path}: cannot write here ({error.strerror or error})") from None
-
-
-def _accepts(method, keyword: str) -> bool:
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        return False
-    return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
 def encode_bitstream(source: np.ndarray | Path | str, codec: str, rate, **options) -> bytes:
@@ -88,11 +80,8 @@ def _decode_container(parsed: container.Container, *, steps: int | None, seed: i
     limits.check_pixels(parsed.width, parsed.height, "container")
     kind, factory = registry.container_codec(parsed.codec, source=source)
     instance = factory()
-    extra = {"params": container.decode_params(parsed.params)} if _accepts(instance.decode, "params") else {}
-    if kind == "full_codec":
-        pixels = instance.decode(parsed.payload, steps=steps, seed=seed, **extra)
-    else:
-        pixels = instance.decode(parsed.payload, **extra)
+    params = container.decode_params(parsed.params)
+    pixels = decode_payload(instance, parsed.payload, full=kind == "full_codec", steps=steps, seed=seed, params=params)
     checked_rgb(pixels, f"{parsed.codec} output")
     if pixels.shape[:2] != (parsed.height, parsed.width):
         decoded = f"{pixels.shape[1]}x{pixels.shape[0]}"

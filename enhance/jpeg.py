@@ -154,14 +154,27 @@ class JpegInfo:
         return self.component_tables[1] if self.components > 1 else None
 
 
+class _Component(NamedTuple):
+    """One component of the frame header: its id, sampling factors and quantization table slot."""
+
+    id: int
+    horizontal: int
+    vertical: int
+    table: int
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        return self.horizontal, self.vertical
+
+
 class _Frame(NamedTuple):
-    """The frame header (SOF): components are (id, horizontal, vertical, table slot)."""
+    """The frame header (SOF)."""
 
     sof: int
     precision: int
     height: int
     width: int
-    components: tuple[tuple[int, int, int, int], ...]
+    components: tuple[_Component, ...]
 
 
 @dataclass
@@ -271,7 +284,7 @@ class _Parser:
         components = state.frame.components
         for component_id in self.read_scan(segment, components):
             if component_id not in state.latched:
-                slot = next(c[3] for c in components if c[0] == component_id)
+                slot = next(c.table for c in components if c.id == component_id)
                 if slot not in state.tables:
                     raise self.fail(f"component {component_id} uses quantization table {slot}, never defined")
                 state.latched[component_id] = state.tables[slot]
@@ -282,18 +295,18 @@ class _Parser:
         if frame is None or state.scans == 0:
             raise self.fail("no image data (missing frame header or scan)")
         components = frame.components
-        missing = [c[0] for c in components if c[0] not in state.latched]
+        missing = [c.id for c in components if c.id not in state.latched]
         if missing:
             raise self.fail(f"components {missing} are never coded in a scan")
-        component_tables = tuple(state.latched[c[0]] for c in components)
-        chroma = component_tables[1] if len(components) >= 3 and components[1][3] != components[0][3] else None
+        component_tables = tuple(state.latched[c.id] for c in components)
+        chroma = component_tables[1] if len(components) >= 3 and components[1].table != components[0].table else None
         quality, exact = estimate_quality(component_tables[0], chroma)
         return JpegInfo(
             width=frame.width,
             height=frame.height,
             precision=frame.precision,
-            component_ids=tuple(c[0] for c in components),
-            sampling_factors=tuple((c[1], c[2]) for c in components),
+            component_ids=tuple(c.id for c in components),
+            sampling_factors=tuple((c.horizontal, c.vertical) for c in components),
             component_tables=component_tables,
             quantization_tables=dict(sorted(state.tables.items())),
             estimated_quality=quality,
@@ -346,9 +359,9 @@ class _Parser:
             horizontal, vertical = factors >> 4, factors & 0x0F
             if not (1 <= horizontal <= 4 and 1 <= vertical <= 4) or slot > 3:
                 raise self.fail(f"component {component_id} has sampling {horizontal}x{vertical}, table {slot}")
-            if any(component_id == other[0] for other in components):
+            if any(component_id == other.id for other in components):
                 raise self.fail(f"component id {component_id} appears twice")
-            components.append((component_id, horizontal, vertical, slot))
+            components.append(_Component(component_id, horizontal, vertical, slot))
         return precision, height, width, tuple(components)
 
     def read_scan(self, segment: bytes, components) -> list[int]:
@@ -358,7 +371,7 @@ class _Parser:
         if not 1 <= count <= 4 or len(segment) != 4 + 2 * count:
             raise self.fail(f"SOS segment with {count} components and length {len(segment) + 2}")
         ids = [segment[1 + 2 * index] for index in range(count)]
-        known = {c[0] for c in components}
+        known = {c.id for c in components}
         if any(component_id not in known for component_id in ids) or len(set(ids)) != count:
             raise self.fail(f"scan names components {ids}, the frame has {sorted(known)}")
         return ids
@@ -368,14 +381,14 @@ def _subsampling(components) -> str:
     if len(components) == 1:
         return "grey"
     luma, *chroma = components
-    if any(c[1:3] != chroma[0][1:3] for c in chroma) or chroma[0][1:3] != (1, 1):
+    if any(c.factors != chroma[0].factors for c in chroma) or chroma[0].factors != (1, 1):
         return "other"
-    return SUBSAMPLING_NAMES.get(luma[1:3], "other")
+    return SUBSAMPLING_NAMES.get(luma.factors, "other")
 
 
 def _colour_space(components, jfif: bool, adobe_transform: int | None) -> str:
     """libjpeg's guess (jdapimin.c default_decompress_parms)."""
-    ids = tuple(c[0] for c in components)
+    ids = tuple(c.id for c in components)
     if len(components) == 1:
         return "grey"
     if len(components) == 4:

@@ -6,6 +6,7 @@ through `enhance.registry` (`registry.get_codec`), which also finds plugins.
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
 from .base import Codec
@@ -73,4 +74,21 @@ def describe_codecs(codecs: dict[str, type] | None = None, *, family: str | None
     return descriptions
 
 
-__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "describe_codecs"]
+def _accepts(method, keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def decode_payload(codec, data: bytes, *, full: bool, steps: int | None = None, seed: int = 0, params: dict | None = None):
+    """`codec.decode(data)`, as its kind takes it: a full codec gets `steps` and `seed`, and any
+    codec whose `decode` takes `params` gets the container's parameters (when there are any)."""
+    extra = {"params": params} if params is not None and _accepts(codec.decode, "params") else {}
+    if full:
+        return codec.decode(data, steps=steps, seed=seed, **extra)
+    return codec.decode(data, **extra)
+
+
+__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "decode_payload", "describe_codecs"]

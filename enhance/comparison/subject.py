@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .. import registry
+from ..codecs import decode_payload
 from ..enhance_one import check_steps
 from ..errors import CodecUnavailable, EnhanceError
 from ..image import checked_rgb
@@ -77,7 +78,7 @@ class Subject:
         return bytes(data)
 
     def decode(self, data: bytes, shape: tuple[int, ...], *, steps: int | None, seed: int) -> np.ndarray:
-        pixels = self.instance.decode(data, steps=steps, seed=seed) if self.full else self.instance.decode(data)
+        pixels = decode_payload(self.instance, data, full=self.full, steps=steps, seed=seed)
         return checked_rgb(pixels, f"codec {self.name}: decoded image", error=EnhanceError, shape=tuple(shape))
 
 

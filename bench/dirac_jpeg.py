@@ -30,7 +30,7 @@ from PIL import Image
 from enhance.codecs.pillow import JpegCodec
 from enhance.consistency import project_to_jpeg
 from enhance.enhance_one import CodedImage
-from enhance.enhancers import bundle_directory, load_enhancer
+from enhance.enhancers import bundle_directory, load_dirac
 from enhance.enhancers.dirac import DiracConfig
 from enhance.metrics import FULL_REFERENCE, swd
 from enhance.image import find_images
@@ -57,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bundle = args.bundle or bundle_directory("jpeg")
-    enhancer = load_enhancer("jpeg", bundle=bundle)
+    enhancer = load_dirac("jpeg", bundle=bundle)
     paths = find_images(args.data)[: args.limit]
     originals = [Image.open(p) for p in paths]
     stops = sorted({1, *REALISM_CANDIDATES})

@@ -57,9 +57,9 @@ def _builtins(kind: str) -> dict[str, Callable]:
 
         return dict(BUILTIN_CODECS)
     if kind == "enhancer":
-        from .enhancers import load_enhancer
+        from .enhancers import load_dirac
 
-        return {"dirac": load_enhancer}
+        return {"dirac": load_dirac}
     return {}
 
 

@@ -8,7 +8,7 @@ from typer.testing import CliRunner
 
 from enhance import api, container, registry, testing, weights
 from enhance.codecs import BUILTIN_CODECS
-from enhance.enhancers import load_enhancer
+from enhance.enhancers import load_dirac
 from enhance.errors import BadInput, ContainerError
 
 # Codecs that run in-process here; BPG/VTM need binaries and the neural ones weights,
@@ -31,7 +31,7 @@ def test_every_builtin_answers_available_on_the_class():
 
 
 def test_the_dirac_enhancer_passes_the_conformance_kit(tiny_bundle):
-    testing.check_enhancer(load_enhancer("jpeg", bundle=tiny_bundle), rate=20, stops=[1, 2])
+    testing.check_enhancer(load_dirac("jpeg", bundle=tiny_bundle), rate=20, stops=[1, 2])
 
 
 class ToyFullCodec:

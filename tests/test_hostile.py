@@ -258,13 +258,13 @@ _DELETE = object()
     ],
 )
 def test_bundle_config_is_validated_strictly(tiny_bundle, key, value, message):
-    from enhance.enhancers import load_enhancer
+    from enhance.enhancers import load_dirac
 
     path = tiny_bundle / "config.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps(_with(data, key, value)))
     with pytest.raises(BundleError, match=f"{path}: {message}"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 def test_non_finite_numbers_in_config_json_are_refused(tiny_bundle):
@@ -280,7 +280,7 @@ def test_non_finite_numbers_in_config_json_are_refused(tiny_bundle):
 def test_non_finite_weights_are_refused(tiny_bundle):
     from safetensors.torch import load_file, save_file
 
-    from enhance.enhancers import load_enhancer
+    from enhance.enhancers import load_dirac
 
     weights = tiny_bundle / "model.safetensors"
     state = load_file(str(weights))
@@ -288,15 +288,15 @@ def test_non_finite_weights_are_refused(tiny_bundle):
     state[name].view(-1)[0] = float("nan")
     save_file(state, str(weights))
     with pytest.raises(BundleError, match=f"{name} holds non-finite values"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 def test_non_finite_outputs_are_refused(tiny_bundle):
     import torch
 
-    from enhance.enhancers import load_enhancer
+    from enhance.enhancers import load_dirac
 
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle, device="cpu")
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle, device="cpu")
     with torch.no_grad():
         next(enhancer.pipeline.model.parameters()).fill_(float("inf"))
     with pytest.raises(BundleError, match="non-finite values"):

@@ -41,7 +41,7 @@ def write_results(
     summary_header: dict,
 ) -> Written:
     """Scores the sets, then writes every file; `notes` gains the metrics that could not be computed."""
-    set_scores = _score_sets(work, plan, processed, originals, outputs)
+    set_scores = score_sets(work, plan, processed, originals, outputs)
     per_image_metrics, set_metrics = list(plan.per_image), list(plan.per_set)
     notes += _metric_notes(outputs, set_scores, per_image_metrics)
     results, files = _configuration_documents(output, work, outputs, set_scores, per_image_metrics, set_metrics)
@@ -98,7 +98,7 @@ def crop_sheet_for(output: Path, index: int, image: DatasetImage, pixels, pictur
     return path
 
 
-def _score_sets(work: Work, plan, processed: list[DatasetImage], originals: list[np.ndarray], outputs: list[Output]):
+def score_sets(work: Work, plan, processed: list[DatasetImage], originals: list[np.ndarray], outputs: list[Output]):
     """Set metrics for every configuration and quality: {(configuration, metric, quality): score}."""
     set_scores: dict[tuple[str, str, object], SetScore] = {}
     if not plan.per_set:

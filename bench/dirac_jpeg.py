@@ -27,21 +27,23 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from enhance.codecs.pillow import JpegCodec
 from enhance.consistency import project_to_jpeg
-from enhance.enhancement import jpeg_rate
-from enhance.enhancers import bundle_directory, load_enhancer
+from enhance.enhance_one import CodedImage
+from enhance.enhancers import bundle_directory, load_dirac
 from enhance.enhancers.dirac import DiracConfig
 from enhance.metrics import FULL_REFERENCE, swd
-from enhance.train.data import find_images
+from enhance.image import find_images
 
 METRICS = ("psnr-rgb", "psnr-b", "ms-ssim-rgb")
 REALISM_CANDIDATES = (4, 10, 20)
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
+    """Pillow JPEG through the codec adapter: 4:2:0, greyscale images as greyscale JPEG."""
+    if image.mode == "L":
+        return JpegCodec().encode_greyscale(np.asarray(image), quality)
+    return JpegCodec().encode(np.asarray(image), quality)
 
 
 def main() -> None:
@@ -55,7 +57,7 @@ def main() -> None:
     args = parser.parse_args()
 
     bundle = args.bundle or bundle_directory("jpeg")
-    enhancer = load_enhancer("jpeg", bundle=bundle)
+    enhancer = load_dirac("jpeg", bundle=bundle)
     paths = find_images(args.data)[: args.limit]
     originals = [Image.open(p) for p in paths]
     stops = sorted({1, *REALISM_CANDIDATES})
@@ -72,7 +74,7 @@ def main() -> None:
             reference = np.asarray(image.convert("RGB"))
             decoded = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
             bpps.append(len(data) * 8 / (reference.shape[0] * reference.shape[1]))
-            rate = jpeg_rate(data)
+            rate = CodedImage.read(data).rate
             start = time.perf_counter()
             enhancer.enhance(decoded, rate=rate, steps=1)
             seconds["dirac-1"].append(time.perf_counter() - start)

@@ -61,7 +61,7 @@ def image_768x512(dataset_roots) -> tuple[np.ndarray, str]:
     """(768x512 uint8 image, where it came from): the first dataset image resized, else a synthetic one."""
     from PIL import Image
 
-    from enhance.comparison.run import find_dataset, load_dataset_image
+    from enhance.comparison.dataset import find_dataset, load_dataset_image
 
     try:
         label, path = find_dataset(dataset_roots)[0]
@@ -85,7 +85,7 @@ def median_seconds(function, repeats: int) -> tuple[float, list[float]]:
 def ceiling(dataset_roots, *, autoencoder_name: str = "taef2", repeats: int = 3, progress=print) -> dict:
     """The round-trip metrics of `autoencoder_name` over the dataset, and its speed at 768x512."""
     from enhance import metrics as quality_metrics
-    from enhance.comparison.run import find_dataset, load_dataset_image
+    from enhance.comparison.dataset import find_dataset, load_dataset_image
     from enhance.errors import BadInput
     from enhance.latent import decode_latent, encode_image, load_autoencoder
 

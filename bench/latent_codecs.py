@@ -167,16 +167,19 @@ class Curve:
 
 def run_codec(codec: str, options: dict, qualities: list, steps: list, roots, work_dir: Path, metrics: list[str], seed: int, notes: list[str], skipped: list, log) -> tuple[list[Curve], object]:
     """Every image through one codec at every quality (and step count), with compare's machinery and cache."""
-    from enhance.comparison import _score_sets
     from enhance.comparison.cache import ResultCache
-    from enhance.comparison.run import Configuration, Subject, Work, find_dataset, load_dataset_image, plan_metrics, process_image
+    from enhance.comparison.dataset import find_dataset, load_dataset_image
+    from enhance.comparison.pipeline import Work, process_image
+    from enhance.comparison.scoring import plan_metrics
+    from enhance.comparison.subject import Configuration, Subject
+    from enhance.comparison.writing import score_sets
     from enhance.comparison.tables import configuration_results
     from enhance.errors import CodecUnavailable, EnhanceError, WeightsError
     from enhance.image import DEFAULT_MAX_PIXELS
 
     subject = Subject(name=codec, options=options)
     if qualities is None:  # a full codec: every rate level it has
-        low, high = subject.quality_range
+        low, high = subject.rate_range
         qualities = list(range(math.ceil(low), math.floor(high) + 1))
     subject.check_qualities(qualities)
     if subject.full:
@@ -194,7 +197,7 @@ def run_codec(codec: str, options: dict, qualities: list, steps: list, roots, wo
     plan = plan_metrics(metrics, notes)
     cache = ResultCache(root=work_dir / "cache")
     work = Work(subject=subject, enhancer=None, configurations=configurations, qualities=qualities, seed=seed, consistent=False, cache=cache)
-    processed, outputs = [], []
+    processed, originals, outputs = [], [], []
     images = find_dataset(roots)
     started = time.perf_counter()
     for index, (label, path) in enumerate(images):
@@ -207,11 +210,12 @@ def run_codec(codec: str, options: dict, qualities: list, steps: list, roots, wo
             skipped.append({"codec": codec, "image": label, "reason": str(error)})
             continue
         processed.append(image)
+        originals.append(pixels)
         outputs.extend(image_outputs)
         log(f"  {codec} [{index + 1}/{len(images)}] {label} ({time.perf_counter() - started:.0f} s)")
     if not processed:
         raise SystemExit(f"{codec}: no usable image in {', '.join(map(str, roots))}")
-    set_scores = _score_sets(work, plan, processed, outputs, DEFAULT_MAX_PIXELS)
+    set_scores = score_sets(work, plan, processed, originals, outputs)
     curves = []
     for configuration in configurations:
         own = [o for o in outputs if o.configuration == configuration.name]

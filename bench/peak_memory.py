@@ -28,7 +28,7 @@ from PIL import Image
 from enhance.enhancers import bundle_directory
 
 RUN_CLI = "from enhance.cli import main; main()"
-LOAD_ONLY = "import sys; from enhance.runs import load_jpeg_enhancer; load_jpeg_enhancer(sys.argv[1], device=sys.argv[2] or None)"
+LOAD_ONLY = "import sys; from enhance.enhance_one import load_enhancer; load_enhancer('jpeg', model=sys.argv[1], device=sys.argv[2] or None)"
 
 
 def synthetic_jpeg(path: Path, height: int, width: int) -> None:

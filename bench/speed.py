@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enhance.enhancers import load_enhancer
+from enhance.enhancers import load_dirac
 
 
 def main() -> None:
@@ -31,7 +31,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
-    enhancer = load_enhancer("jpeg", bundle=args.bundle, device=args.device)
+    enhancer = load_dirac("jpeg", bundle=args.bundle, device=args.device)
     rng = np.random.default_rng(0)
     image = rng.integers(0, 256, size=(512, 768, 3), dtype=np.uint8)
     enhancer.enhance(image, rate=10, steps=1)  # warm-up: oneDNN picks kernels on first use

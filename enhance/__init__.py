@@ -30,18 +30,18 @@ def enhance_file(input_path, output_path, **options):
 # --- base codecs -------------------------------------------------------------------
 
 
-def encode(image, codec: str, quality, **options) -> bytes:
-    """Encodes an image (uint8 HxWx3 array or path) with a base codec; see `enhance.api.encode_image`."""
-    from .api import encode_image
+def encode(image, codec: str, rate, **options) -> bytes:
+    """Encodes an image (uint8 HxWx3 array or path) with a base or full codec; see `enhance.api.encode_bitstream`."""
+    from .api import encode_bitstream
 
-    return encode_image(image, codec, quality, **options)
+    return encode_bitstream(image, codec, rate, **options)
 
 
 def decode(data: bytes, **options):
-    """Decodes any supported bitstream or container to uint8 HxWx3; see `enhance.api.decode_bytes`."""
-    from .api import decode_bytes
+    """Decodes any supported bitstream or container to uint8 HxWx3; see `enhance.api.decode_bitstream`."""
+    from .api import decode_bitstream
 
-    return decode_bytes(data, **options)
+    return decode_bitstream(data, **options)
 
 
 # --- comparing codecs ----------------------------------------------------------------

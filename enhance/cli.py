@@ -58,7 +58,7 @@ def _quality(text: str) -> int | float:
 def encode(
     image: Path = typer.Argument(..., help="Image to encode."),
     codec: str = typer.Option(..., "-c", "--codec", help="Codec name (see `enhance codecs`)."),
-    quality: str = typer.Option(..., "-q", "--quality", help="Quality or rate on the codec's own scale."),
+    quality: str = typer.Option(..., "-q", "--quality", "--rate", help="Rate on the codec's own scale (a quality, QP, bpp...)."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
 ) -> None:
     """Encode an image with any codec; prints its size and bits per pixel."""
@@ -90,25 +90,27 @@ def decode(
 
 @app.command("codecs")
 def codecs_table() -> None:
-    """List the base codecs: family, quality knob and whether each is usable here."""
+    """List the base and full codecs: family, rate knob and whether each is usable here."""
     from . import registry
     from .codecs import describe_codecs
 
+    described = describe_codecs(registry.factories("codec")) + describe_codecs(registry.factories("full_codec"), family="full")
     header = ("codec", "family", "quality", "better", "-q means", "status")
     rows = [
         (
             codec.name,
             codec.family,
-            f"{codec.quality_range[0]:g}..{codec.quality_range[1]:g} {codec.quality_unit}",
-            "higher" if codec.higher_quality_is_better else "lower",
-            codec.quality_meaning or "-",
+            f"{codec.rate_range[0]:g}..{codec.rate_range[1]:g} {codec.rate_unit}" if codec.rate_range else f"? {codec.rate_unit}",
+            "higher" if codec.higher_rate_is_better else "lower",
+            codec.rate_meaning or "-",
             "available" if codec.available else f"unavailable: {codec.reason}",
         )
-        for codec in describe_codecs(registry.factories("codec"))
+        for codec in described
     ]
     rows += [
         (plugin.name, "plugin", "-", "-", "-", f"broken plugin from {plugin.source}: {plugin.error}")
-        for plugin in registry.plugins("codec")
+        for kind in ("codec", "full_codec")
+        for plugin in registry.plugins(kind)
         if plugin.factory is None
     ]
     widths = [max(len(cells[i]) for cells in [header, *rows]) for i in range(len(header) - 1)]
@@ -124,12 +126,12 @@ app.add_typer(weights_app, name="weights")
 
 @weights_app.command("list")
 def weights_list() -> None:
-    """Every file in weights.lock and where it was found (not hashed; see `verify`)."""
+    """Every file in weights.lock (and plugins' own locks) and where it was found (not hashed; see `verify`)."""
     from . import weights
 
     rows = [
         (row.bundle, row.path, "?" if row.size is None else str(row.size), row.license, found[0] if found else "missing")
-        for row in weights.load_lock()
+        for row in weights.all_rows()
         for found in [weights.locate(row)]
     ]
     header = ("bundle", "path", "size", "licence", "found")
@@ -188,7 +190,7 @@ def train(
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
-    from .train.loop import TrainOptions, train as run_training
+    from .train.dirac import TrainOptions, train as run_training
 
     model = None
     if refine_channels is not None:
@@ -224,6 +226,7 @@ def thresholds(
 _STEPS_HELP = "Sampling steps (default: the model's)."
 _CONSISTENT_HELP = "Project the result onto the JPEG file's quantization constraint set."
 _MODEL_HELP = "DIRAC bundle directory to use instead of the shipped JPEG model (also $ENHANCE_DIRAC_JPEG)."
+_ENHANCER_HELP = "Enhancer to use: dirac (built in) or one a plugin registers."
 
 
 def _run_progress(stack):
@@ -267,6 +270,7 @@ def run_command(
     seed: int = typer.Option(0, help="Sampling seed."),
     consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16 (bounds memory)."),
     jobs: int = typer.Option(1, min=1, help="Worker processes, each with its own model and cpu_count/jobs torch threads."),
@@ -282,8 +286,9 @@ def run_command(
     with ExitStack() as stack:
         summary = run(
             inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
-            consistent=consistent, model=model, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
-            max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report, progress_callback=_run_progress(stack),
+            consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
+            max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report,
+            progress_callback=_run_progress(stack),
         )
     typer.echo(summary.line(), err=True)
     if not summary.ok:
@@ -298,6 +303,7 @@ def decode_enhanced(
     seed: int = typer.Option(0, help="Sampling seed."),
     consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use and fill the decoded-image cache."),
@@ -306,7 +312,9 @@ def decode_enhanced(
     from .image import write_atomic
     from .viewer import enhanced_png
 
-    png = enhanced_png(file, steps=steps, seed=seed, consistent=consistent, model=model, device=device, tile=tile, cache=cache)
+    png = enhanced_png(
+        file, steps=steps, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, cache=cache
+    )
     if output == "-":
         stdout = typer.get_binary_stream("stdout")
         stdout.write(png)
@@ -389,6 +397,7 @@ def compare_command(
     seed: int = typer.Option(0, help="Sampling seed."),
     consistent: bool = typer.Option(False, "--consistent/--no-consistent", help=_CONSISTENT_HELP),
     model: Optional[Path] = typer.Option(None, "--model", help=_MODEL_HELP),
+    enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the plots, crop sheets and HTML report."),
 ) -> None:
@@ -402,7 +411,8 @@ def compare_command(
         dataset, output, codec=codec, qualities=_number_list(quality, "--quality"),
         steps=_number_list(steps, "--steps") if steps else None, codec_options=_codec_options(codec_option),
         metrics=[name.strip() for name in metrics.split(",") if name.strip()] if metrics else None,
-        anchor=anchor, seed=seed, consistent=consistent, model=model, device=device, figures=figures, progress=progress,
+        anchor=anchor, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, figures=figures,
+        progress=progress,
     )
     bd = comparison.bd
     for name in comparison.results:

@@ -13,35 +13,15 @@ upsampled back, so enhanced chroma detail above the subsampled band survives.
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import numpy as np
 from scipy.fft import dctn, idctn
 
 from .errors import BadInput
+from .jpeg import DctCoefficients, inspect_jpeg, read_dct_coefficients
 
 # Clip a little inside each interval so rounding to 8-bit RGB, and libjpeg's integer
 # colour conversion and DCT, still quantize back to the same coefficient.
 MARGIN_DCT_UNITS = 1.0
-
-
-def read_coefficients(jpeg_bytes: bytes):
-    """The file's quantized coefficients and tables, read exactly with libjpeg (jpeglib)."""
-    import jpeglib
-
-    handle, path = tempfile.mkstemp(suffix=".jpg")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(jpeg_bytes)
-        try:
-            dct = jpeglib.read_dct(path)
-            dct.load()
-        except Exception as error:  # jpeglib surfaces libjpeg errors as several types
-            raise BadInput(f"cannot read DCT coefficients: {error}") from None
-        return dct
-    finally:
-        os.unlink(path)
 
 
 def _rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
@@ -90,9 +70,12 @@ def project_plane(plane: np.ndarray, coefficients: np.ndarray, table: np.ndarray
 PROJECTION_ROUNDS = 3
 
 
-def project_to_jpeg(enhanced: np.ndarray, jpeg_bytes: bytes) -> np.ndarray:
-    """The image nearest `enhanced` (uint8 HxWx3, as stored) whose JPEG coefficients match the file's."""
-    dct = read_coefficients(jpeg_bytes)
+def project_to_jpeg(enhanced: np.ndarray, jpeg: DctCoefficients | bytes) -> np.ndarray:
+    """The image nearest `enhanced` (uint8 HxWx3, as stored) whose JPEG coefficients match the file's.
+
+    `jpeg` is the file's coefficients (`enhance.jpeg.read_dct_coefficients`), or its bytes.
+    """
+    dct = jpeg if isinstance(jpeg, DctCoefficients) else _coefficients(jpeg)
     height, width = enhanced.shape[:2]
     if (dct.height, dct.width) != (height, width):
         raise BadInput(f"image is {width}x{height} but the JPEG is {dct.width}x{dct.height}")
@@ -101,29 +84,37 @@ def project_to_jpeg(enhanced: np.ndarray, jpeg_bytes: bytes) -> np.ndarray:
     return enhanced
 
 
-def _project_once(enhanced: np.ndarray, dct) -> np.ndarray:
+# Colour spaces whose quantization constraints the projection works on.
+PROJECTABLE_COLOUR_SPACES = ("YCbCr", "grey")
+
+
+def _coefficients(data: bytes) -> DctCoefficients:
+    info = inspect_jpeg(data)
+    if info.colour_space not in PROJECTABLE_COLOUR_SPACES:
+        raise BadInput(f"JPEG-consistent output needs a YCbCr or greyscale JPEG, not {info.colour_space}")
+    return read_dct_coefficients(data, info=info)
+
+
+def _project_once(enhanced: np.ndarray, dct: DctCoefficients) -> np.ndarray:
     height, width = enhanced.shape[:2]
-    tables = dct.qt
-    table_of = list(dct.quant_tbl_no)
-    if dct.num_components == 1:
+    if len(dct.coefficients) == 1:
         grey = enhanced.astype(np.float64).mean(axis=2)
-        projected = project_plane(grey, dct.Y, tables[table_of[0]])
+        projected = project_plane(grey, dct.y, dct.tables[0])
         out = np.repeat(projected[..., None], 3, axis=2)
         return np.clip(np.rint(out), 0, 255).astype(np.uint8)
-    if dct.num_components != 3 or str(dct.jpeg_color_space) != "JCS_YCbCr":
-        raise BadInput(f"JPEG-consistent output needs a YCbCr or greyscale JPEG, not {dct.jpeg_color_space}")
-    factors = np.asarray(dct.samp_factor)
-    max_v, max_h = factors[:, 0].max(), factors[:, 1].max()
+    if len(dct.coefficients) != 3 or dct.colour_space != "YCbCr":
+        raise BadInput(f"JPEG-consistent output needs a YCbCr or greyscale JPEG, not {dct.colour_space}")
+    factors = np.asarray(dct.sampling_factors)  # (horizontal, vertical) per component
+    max_h, max_v = factors[:, 0].max(), factors[:, 1].max()
     # libjpeg rounds colour conversion and downsampling to integers: see them as it does.
     ycc = np.rint(_rgb_to_ycbcr(enhanced.astype(np.float64)))
-    components = (dct.Y, dct.Cb, dct.Cr)
     for index in range(3):
-        fy, fx = int(max_v // factors[index, 0]), int(max_h // factors[index, 1])
-        plane = ycc[..., index]
+        fy, fx = int(max_v // factors[index, 1]), int(max_h // factors[index, 0])
+        plane, table = ycc[..., index], dct.tables[index]
         if fy == 1 and fx == 1:
-            ycc[..., index] = project_plane(plane, components[index], tables[table_of[index]])
+            ycc[..., index] = project_plane(plane, dct.coefficients[index], table)
             continue
         low = np.rint(_box_down(plane, fy, fx))
-        correction = project_plane(low, components[index], tables[table_of[index]]) - low
+        correction = project_plane(low, dct.coefficients[index], table) - low
         ycc[..., index] = plane + _up(correction, fy, fx, height, width)
     return np.clip(np.rint(_ycbcr_to_rgb(ycc)), 0, 255).astype(np.uint8)

@@ -23,8 +23,12 @@ could not promise to catch every corruption. The header check also protects the 
 id and dimensions of CRC-less files, whose payload alone stays unchecked.
 
 Params are opaque bytes at this layer. `encode_params`/`decode_params` define the
-small key/value encoding the library writes into them (the codec quality, options);
-a codec may keep its own keys there.
+small key/value encoding the library writes into them (the rate, as "rate"); they
+reach a codec's `decode` when it takes a `params` keyword (see `enhance.protocols`).
+
+A codec's id comes from CODEC_IDS; a plugin declares its own (`container_id`), which
+must be the table's id for its name (`checked_codec_id`), so ids stay unique and a
+file decodes the same everywhere.
 
 Reading never unpickles and never imports anything: the codec id or name is only a key
 that `enhance.registry` maps to a registered codec.
@@ -36,7 +40,7 @@ import zlib
 from dataclasses import dataclass
 
 from .errors import ContainerError
-from .framing import encode_varint
+from .framing import ByteReader, encode_varint
 
 MAGIC = b"ENH"
 VERSION = 1
@@ -86,42 +90,6 @@ def crc8(data: bytes) -> int:
     return value
 
 
-class _Reader:
-    """Reads fields from untrusted bytes; every failure is a ContainerError with the field name."""
-
-    def __init__(self, data: bytes):
-        self.data = data
-        self.offset = 0
-
-    def take(self, count: int, field: str) -> bytes:
-        end = self.offset + count
-        if end > len(self.data):
-            raise ContainerError(
-                f"truncated: {field} needs {count} bytes at offset {self.offset}, file has {len(self.data)}"
-            )
-        chunk = self.data[self.offset : end]
-        self.offset = end
-        return chunk
-
-    def varint(self, field: str, limit: int) -> int:
-        value = 0
-        shift = 0
-        start = self.offset
-        while True:
-            (byte,) = self.take(1, field)
-            value |= (byte & 0x7F) << shift
-            if value > limit:
-                raise ContainerError(f"{field} exceeds {limit} (at offset {start})")
-            if not byte & 0x80:
-                break
-            shift += 7
-            if shift > limit.bit_length():
-                raise ContainerError(f"{field} is too long (at offset {start})")
-        if self.offset - start > 1 and byte == 0:
-            raise ContainerError(f"{field} is not minimally encoded (at offset {start})")
-        return value
-
-
 @dataclass(frozen=True)
 class Container:
     codec: str
@@ -155,16 +123,41 @@ def _check_side(value: int, what: str) -> None:
         raise ValueError(f"{what} must lie in 1..{MAX_SIDE}, got {value}")
 
 
-def pack(codec: str, width: int, height: int, payload: bytes, params: bytes = b"", crc: bool = True) -> bytes:
-    """A container holding `payload` from `codec` for a `width` x `height` image."""
+def checked_codec_id(codec: str, declared: int | None) -> int | None:
+    """The id `codec` is written under: its row in CODEC_IDS, which a declared id must match.
+
+    A plugin declares its `container_id`; an id the table does not give to that name
+    would decode as another codec (or not at all) in every other installation, so it
+    is refused. None (no declaration) means the table's id, or the name itself.
+    """
+    if declared is None:
+        return CODEC_IDS.get(codec)
+    if isinstance(declared, bool) or not isinstance(declared, int) or declared < 1:
+        raise ContainerError(f"codec {codec!r} declares container id {declared!r}; ids are whole numbers from 1")
+    if CODEC_IDS.get(codec) == declared:
+        return declared
+    owner = CODEC_NAMES.get(declared)
+    if owner is not None:
+        raise ContainerError(f"codec {codec!r} declares container id {declared}, which belongs to {owner!r}")
+    raise ContainerError(
+        f"codec {codec!r} declares container id {declared}, which enhance.container.CODEC_IDS does not assign to it; "
+        "add the row there (append-only) or declare no id to be written by name"
+    )
+
+
+def pack(
+    codec: str, width: int, height: int, payload: bytes, params: bytes = b"", crc: bool = True, *, codec_id: int | None = None
+) -> bytes:
+    """A container holding `payload` from `codec` for a `width` x `height` image (`codec_id`: see `checked_codec_id`)."""
     _check_side(width, "width")
     _check_side(height, "height")
     if len(params) > MAX_PARAMS_BYTES:
         raise ValueError(f"codec params must be at most {MAX_PARAMS_BYTES} bytes, got {len(params)}")
     header = bytearray(MAGIC)
     header.append(VERSION)
-    if codec in CODEC_IDS:
-        header += encode_varint(CODEC_IDS[codec])
+    codec_id = checked_codec_id(codec, codec_id)
+    if codec_id is not None:
+        header += encode_varint(codec_id)
     else:
         name = _check_name(codec)
         header += encode_varint(NAMED_CODEC_ID) + encode_varint(len(name)) + name
@@ -185,7 +178,7 @@ def is_container(data: bytes) -> bool:
 def unpack(data: bytes) -> Container:
     """Parses a container; any malformed input raises ContainerError saying why."""
     data = bytes(data)
-    reader = _Reader(data)
+    reader = ByteReader(data, "container", error=ContainerError)
     if reader.take(len(MAGIC), "magic") != MAGIC:
         raise ContainerError("not an enhance container (bad magic)")
     (version,) = reader.take(1, "version")
@@ -193,9 +186,9 @@ def unpack(data: bytes) -> Container:
         raise ContainerError(
             f"container version {version} is not supported (this enhance reads version {VERSION}); upgrade enhance"
         )
-    codec_id = reader.varint("codec id", limit=0xFFFFFFFF)
+    codec_id = reader.varint("codec id", 0, 0xFFFFFFFF)
     if codec_id == NAMED_CODEC_ID:
-        length = reader.varint("codec name length", limit=MAX_NAME_BYTES)
+        length = reader.varint("codec name length", 0, MAX_NAME_BYTES)
         raw_name = reader.take(length, "codec name")
         try:
             codec = raw_name.decode("utf-8")
@@ -207,16 +200,16 @@ def unpack(data: bytes) -> Container:
         codec = CODEC_NAMES[codec_id]
     else:
         raise ContainerError(f"unknown codec id {codec_id}; written by a newer enhance?")
-    width = reader.varint("width", limit=MAX_SIDE)
-    height = reader.varint("height", limit=MAX_SIDE)
+    width = reader.varint("width", 0, MAX_SIDE)
+    height = reader.varint("height", 0, MAX_SIDE)
     if width == 0 or height == 0:
         raise ContainerError(f"image size {width}x{height} is empty")
     (flags,) = reader.take(1, "flags")
     if flags & ~FLAG_CRC:
         raise ContainerError(f"unknown flags 0x{flags:02x}")
-    params_length = reader.varint("params length", limit=MAX_PARAMS_BYTES)
+    params_length = reader.varint("params length", 0, MAX_PARAMS_BYTES)
     params = reader.take(params_length, "params")
-    header_end = reader.offset
+    header_end = reader.position
     (header_check,) = reader.take(1, "header check")
     if crc8(data[:header_end]) != header_check:
         raise ContainerError("header check failed: the file is corrupt")
@@ -224,7 +217,7 @@ def unpack(data: bytes) -> Container:
     payload_end = len(data)
     if has_crc:
         payload_end -= 4
-        if payload_end < reader.offset:
+        if payload_end < reader.position:
             raise ContainerError("truncated: missing CRC32")
         stored = int.from_bytes(data[payload_end:], "big")
         if zlib.crc32(data[:payload_end]) != stored:
@@ -234,7 +227,7 @@ def unpack(data: bytes) -> Container:
         width=width,
         height=height,
         params=params,
-        payload=data[reader.offset : payload_end],
+        payload=data[reader.position : payload_end],
         crc=has_crc,
         file_size=len(data),
     )
@@ -255,13 +248,13 @@ def encode_params(values: dict[str, str]) -> bytes:
 
 def decode_params(params: bytes) -> dict[str, str]:
     """Inverse of `encode_params`; keys must be unique and sorted so each dict has one encoding."""
-    reader = _Reader(params)
+    reader = ByteReader(params, "container params", error=ContainerError)
     values: dict[str, str] = {}
     previous = None
-    while reader.offset < len(params):
+    while reader.position < len(params):
         entry = []
         for field in ("param key", "param value"):
-            length = reader.varint(f"{field} length", limit=MAX_PARAMS_BYTES)
+            length = reader.varint(f"{field} length", 0, MAX_PARAMS_BYTES)
             try:
                 entry.append(reader.take(length, field).decode("utf-8"))
             except UnicodeDecodeError:

@@ -45,15 +45,32 @@ class ByteWriter:
 
 
 class ByteReader:
-    """Reads a payload front to back; `what` names the payload in error messages."""
+    """Reads a payload front to back; `what` names the payload in error messages.
 
-    def __init__(self, data: bytes, what: str) -> None:
+    Failures raise `error` (BadInput, or a subclass such as ContainerError). The one
+    varint reader of the package: the container reads its header with it too.
+    """
+
+    def __init__(self, data: bytes, what: str, *, error: type[BadInput] = BadInput) -> None:
         self._data = data
         self._position = 0
         self._what = what
+        self._error = error
+
+    @property
+    def position(self) -> int:
+        return self._position
 
     def _fail(self, reason: str) -> BadInput:
-        return BadInput(f"{self._what}: {reason} (at byte {self._position} of {len(self._data)})")
+        return self._error(f"{self._what}: {reason} (at byte {self._position} of {len(self._data)})")
+
+    def take(self, count: int, field: str) -> bytes:
+        """The next `count` bytes, or a failure saying `field` is truncated."""
+        if count > len(self._data) - self._position:
+            raise self._fail(f"truncated inside {field} ({count} bytes needed)")
+        start = self._position
+        self._position += count
+        return self._data[start : self._position]
 
     def u8(self, field: str) -> int:
         if self._position >= len(self._data):
@@ -79,12 +96,8 @@ class ByteReader:
 
     def blob(self, field: str) -> bytes:
         length = self.varint(f"length of {field}", 0, len(self._data) - self._position)
-        # The varint itself moved the position, so recheck what is really left.
-        if length > len(self._data) - self._position:
-            raise self._fail(f"truncated inside {field}")
-        start = self._position
-        self._position += length
-        return self._data[start : self._position]
+        # The varint itself moved the position; `take` rechecks what is really left.
+        return self.take(length, field)
 
     def rest(self) -> bytes:
         """Everything not read yet (a payload's trailing stream)."""

@@ -58,6 +58,41 @@ TIFF_STRUCTURE_TAGS = frozenset(
 )
 
 
+def checked_rgb(pixels, what: str, *, error: type[Exception] = BadInput, shape: tuple | None = None) -> np.ndarray:
+    """`pixels` when it is a uint8 HxWx3 array (of `shape`, when given), else `error` naming `what`.
+
+    The one check for the image that crosses every boundary (codecs, enhancers, metrics, the API).
+    """
+    if isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3:
+        if shape is None or pixels.shape == tuple(shape):
+            return pixels
+    described = f"{pixels.dtype} array of shape {pixels.shape}" if isinstance(pixels, np.ndarray) else type(pixels).__name__
+    expected = "HxWx3" if shape is None else "x".join(map(str, shape))
+    raise error(f"{what}: expected a uint8 {expected} array, got {described}")
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
+
+
+def find_images(roots: list[Path]) -> list[Path]:
+    """Image files under `roots` (files are taken as they are; folders walked in name order, by suffix)."""
+    found: list[Path] = []
+    for root in roots:
+        root = Path(root)
+        if root.is_file():
+            found.append(root)
+            continue
+        if not root.is_dir():
+            raise FileNotFoundError(f"{root}: no such file or directory")
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            found.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
+    if not found:
+        raise FileNotFoundError(f"no images under {', '.join(map(str, roots))}")
+    return found
+
+
+
 @dataclass(frozen=True)
 class Metadata:
     """What travels with the pixels. `exif` is the raw TIFF-structured block (with or without "Exif\\0\\0")."""
@@ -318,8 +353,7 @@ def encode_image(pixels: np.ndarray, metadata: Metadata = Metadata(), output_for
     `greyscale` writes one channel (ITU-R 601 luma, as JPEG's Y) where the format has it.
     An ICC profile whose colour space does not match the written pixels is left out.
     """
-    if pixels.dtype != np.uint8 or pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError("pixels must be a uint8 HxWx3 array")
+    checked_rgb(pixels, "pixels", error=ValueError)
     if output_format not in OUTPUT_FORMATS:
         raise ValueError(f"output format must be one of {', '.join(OUTPUT_FORMATS)}")
     image = Image.fromarray(pixels, "RGB")

@@ -18,8 +18,10 @@ in mean absolute log ratio, with `quality_is_exact` False. It is always an integ
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
@@ -152,6 +154,42 @@ class JpegInfo:
         return self.component_tables[1] if self.components > 1 else None
 
 
+class _Component(NamedTuple):
+    """One component of the frame header: its id, sampling factors and quantization table slot."""
+
+    id: int
+    horizontal: int
+    vertical: int
+    table: int
+
+    @property
+    def factors(self) -> tuple[int, int]:
+        return self.horizontal, self.vertical
+
+
+class _Frame(NamedTuple):
+    """The frame header (SOF)."""
+
+    sof: int
+    precision: int
+    height: int
+    width: int
+    components: tuple[_Component, ...]
+
+
+@dataclass
+class _ParseState:
+    """What the segments read so far say."""
+
+    tables: dict[int, np.ndarray] = field(default_factory=dict)
+    frame: _Frame | None = None
+    latched: dict[int, np.ndarray] = field(default_factory=dict)
+    scans: int = 0
+    jfif: bool = False
+    adobe_transform: int | None = None
+    restart_interval: int = 0
+
+
 class _Parser:
     """One pass over the marker segments; every read is bounds-checked and raises BadInput."""
 
@@ -198,13 +236,7 @@ class _Parser:
         data = self.data
         if len(data) < 4 or data[0] != 0xFF or data[1] != SOI:
             raise self.fail("no SOI marker at the start")
-        tables: dict[int, np.ndarray] = {}
-        frame = None  # (marker, precision, height, width, components[(id, h, v, table slot)])
-        latched: dict[int, np.ndarray] = {}
-        scans = 0
-        jfif = False
-        adobe_transform = None
-        restart_interval = 0
+        state = _ParseState()
         position = 2
         while True:
             marker, position = self.next_marker(position)
@@ -219,59 +251,73 @@ class _Parser:
                 raise self.fail(f"segment 0xFF{marker:02X} at byte {position - 2} is truncated or has length {length}")
             segment = data[position + 2 : position + length]
             position += length
-            if marker == DQT:
-                self.read_tables(segment, tables)
-            elif marker in SOF_UNSUPPORTED:
-                raise self.fail(f"lossless or hierarchical JPEG (SOF 0xFF{marker:02X}) is not supported")
-            elif marker in SOF_SEQUENTIAL or marker in SOF_PROGRESSIVE:
-                if frame is not None:
-                    raise self.fail("more than one frame header (SOF)")
-                frame = (marker, *self.read_frame(segment))
-            elif marker == SOS:
-                if frame is None:
-                    raise self.fail("scan (SOS) before the frame header (SOF)")
-                for component_id in self.read_scan(segment, frame[4]):
-                    if component_id not in latched:
-                        slot = next(c[3] for c in frame[4] if c[0] == component_id)
-                        if slot not in tables:
-                            raise self.fail(f"component {component_id} uses quantization table {slot}, never defined")
-                        latched[component_id] = tables[slot]
-                scans += 1
+            self.read_segment(marker, segment, state)
+            if marker == SOS:
                 position = self.skip_entropy_coded(position)
-            elif marker == DRI:
-                if len(segment) != 2:
-                    raise self.fail("DRI segment of the wrong length")
-                restart_interval = (segment[0] << 8) | segment[1]
-            elif marker == APP0 and segment.startswith(b"JFIF\x00"):
-                jfif = True
-            elif marker == APP14 and segment.startswith(b"Adobe") and len(segment) >= 12:
-                adobe_transform = segment[11]
-        if frame is None or scans == 0:
+        return self.info(state)
+
+    def read_segment(self, marker: int, segment: bytes, state: "_ParseState") -> None:
+        """Takes what one marker segment says into `state`."""
+        if marker == DQT:
+            self.read_tables(segment, state.tables)
+        elif marker in SOF_UNSUPPORTED:
+            raise self.fail(f"lossless or hierarchical JPEG (SOF 0xFF{marker:02X}) is not supported")
+        elif marker in SOF_SEQUENTIAL or marker in SOF_PROGRESSIVE:
+            if state.frame is not None:
+                raise self.fail("more than one frame header (SOF)")
+            state.frame = _Frame(marker, *self.read_frame(segment))
+        elif marker == SOS:
+            self.latch_scan_tables(segment, state)
+        elif marker == DRI:
+            if len(segment) != 2:
+                raise self.fail("DRI segment of the wrong length")
+            state.restart_interval = (segment[0] << 8) | segment[1]
+        elif marker == APP0 and segment.startswith(b"JFIF\x00"):
+            state.jfif = True
+        elif marker == APP14 and segment.startswith(b"Adobe") and len(segment) >= 12:
+            state.adobe_transform = segment[11]
+
+    def latch_scan_tables(self, segment: bytes, state: "_ParseState") -> None:
+        """A scan latches, for each component it codes first, the table its slot holds then."""
+        if state.frame is None:
+            raise self.fail("scan (SOS) before the frame header (SOF)")
+        components = state.frame.components
+        for component_id in self.read_scan(segment, components):
+            if component_id not in state.latched:
+                slot = next(c.table for c in components if c.id == component_id)
+                if slot not in state.tables:
+                    raise self.fail(f"component {component_id} uses quantization table {slot}, never defined")
+                state.latched[component_id] = state.tables[slot]
+        state.scans += 1
+
+    def info(self, state: "_ParseState") -> JpegInfo:
+        frame = state.frame
+        if frame is None or state.scans == 0:
             raise self.fail("no image data (missing frame header or scan)")
-        sof, precision, height, width, components = frame
-        missing = [c[0] for c in components if c[0] not in latched]
+        components = frame.components
+        missing = [c.id for c in components if c.id not in state.latched]
         if missing:
             raise self.fail(f"components {missing} are never coded in a scan")
-        component_tables = tuple(latched[c[0]] for c in components)
-        chroma = component_tables[1] if len(components) >= 3 and components[1][3] != components[0][3] else None
+        component_tables = tuple(state.latched[c.id] for c in components)
+        chroma = component_tables[1] if len(components) >= 3 and components[1].table != components[0].table else None
         quality, exact = estimate_quality(component_tables[0], chroma)
         return JpegInfo(
-            width=width,
-            height=height,
-            precision=precision,
-            component_ids=tuple(c[0] for c in components),
-            sampling_factors=tuple((c[1], c[2]) for c in components),
+            width=frame.width,
+            height=frame.height,
+            precision=frame.precision,
+            component_ids=tuple(c.id for c in components),
+            sampling_factors=tuple((c.horizontal, c.vertical) for c in components),
             component_tables=component_tables,
-            quantization_tables=dict(sorted(tables.items())),
+            quantization_tables=dict(sorted(state.tables.items())),
             estimated_quality=quality,
             quality_is_exact=exact,
             subsampling=_subsampling(components),
-            progressive=sof in SOF_PROGRESSIVE,
-            arithmetic=SOF_SEQUENTIAL.get(sof, SOF_PROGRESSIVE.get(sof, False)),
-            colour_space=_colour_space(components, jfif, adobe_transform),
-            jfif=jfif,
-            adobe_transform=adobe_transform,
-            restart_interval=restart_interval,
+            progressive=frame.sof in SOF_PROGRESSIVE,
+            arithmetic=SOF_SEQUENTIAL.get(frame.sof, SOF_PROGRESSIVE.get(frame.sof, False)),
+            colour_space=_colour_space(components, state.jfif, state.adobe_transform),
+            jfif=state.jfif,
+            adobe_transform=state.adobe_transform,
+            restart_interval=state.restart_interval,
         )
 
     def read_tables(self, segment: bytes, tables: dict[int, np.ndarray]) -> None:
@@ -313,9 +359,9 @@ class _Parser:
             horizontal, vertical = factors >> 4, factors & 0x0F
             if not (1 <= horizontal <= 4 and 1 <= vertical <= 4) or slot > 3:
                 raise self.fail(f"component {component_id} has sampling {horizontal}x{vertical}, table {slot}")
-            if any(component_id == other[0] for other in components):
+            if any(component_id == other.id for other in components):
                 raise self.fail(f"component id {component_id} appears twice")
-            components.append((component_id, horizontal, vertical, slot))
+            components.append(_Component(component_id, horizontal, vertical, slot))
         return precision, height, width, tuple(components)
 
     def read_scan(self, segment: bytes, components) -> list[int]:
@@ -325,7 +371,7 @@ class _Parser:
         if not 1 <= count <= 4 or len(segment) != 4 + 2 * count:
             raise self.fail(f"SOS segment with {count} components and length {len(segment) + 2}")
         ids = [segment[1 + 2 * index] for index in range(count)]
-        known = {c[0] for c in components}
+        known = {c.id for c in components}
         if any(component_id not in known for component_id in ids) or len(set(ids)) != count:
             raise self.fail(f"scan names components {ids}, the frame has {sorted(known)}")
         return ids
@@ -335,14 +381,14 @@ def _subsampling(components) -> str:
     if len(components) == 1:
         return "grey"
     luma, *chroma = components
-    if any(c[1:3] != chroma[0][1:3] for c in chroma) or chroma[0][1:3] != (1, 1):
+    if any(c.factors != chroma[0].factors for c in chroma) or chroma[0].factors != (1, 1):
         return "other"
-    return SUBSAMPLING_NAMES.get(luma[1:3], "other")
+    return SUBSAMPLING_NAMES.get(luma.factors, "other")
 
 
 def _colour_space(components, jfif: bool, adobe_transform: int | None) -> str:
     """libjpeg's guess (jdapimin.c default_decompress_parms)."""
-    ids = tuple(c[0] for c in components)
+    ids = tuple(c.id for c in components)
     if len(components) == 1:
         return "grey"
     if len(components) == 4:
@@ -401,28 +447,43 @@ class DctCoefficients:
         return self.coefficients[2] if len(self.coefficients) > 2 else None
 
 
-def read_dct_coefficients(path: str | os.PathLike) -> DctCoefficients:
-    """Reads the quantized DCT coefficients of a grey or 3-component JPEG file with libjpeg.
+def read_dct_coefficients(source: bytes | str | os.PathLike, *, info: JpegInfo | None = None) -> DctCoefficients:
+    """Reads the quantized DCT coefficients of a grey or 3-component JPEG (its bytes or its path) with libjpeg.
 
-    The file is parsed first (`inspect_jpeg`), so truncated or corrupt files raise
-    BadInput before libjpeg sees them; 4-component (CMYK/YCCK) files raise BadInput too.
+    The file is parsed first (`inspect_jpeg`, or the `info` a caller already has), so
+    truncated or corrupt files raise BadInput before libjpeg sees them; 4-component
+    (CMYK/YCCK) files raise BadInput too. libjpeg (jpeglib) reads files only: bytes go
+    through a temporary file, so pass the path when the JPEG is one already.
     """
-    import jpeglib
-
-    info = inspect_jpeg(path)
+    name = "JPEG data" if isinstance(source, (bytes, bytearray, memoryview)) else str(source)
+    if info is None:
+        data, name = _read_source(source)
+        info = _Parser(data, name).parse()
     if info.components == 4:
-        raise BadInput(f"{path}: {info.colour_space} JPEG files are not supported, only grey and 3-component ones")
-    try:
-        dct = jpeglib.read_dct(str(path))
-        planes = [dct.Y] + ([dct.Cb, dct.Cr] if info.components == 3 else [])
-    except Exception as error:  # jpeglib reports libjpeg failures as OSError, RuntimeError and others
-        raise BadInput(f"{path}: libjpeg cannot read the DCT coefficients: {error}") from None
-    coefficients = tuple(np.ascontiguousarray(plane, dtype=np.int16) for plane in planes)
+        raise BadInput(f"{name}: {info.colour_space} JPEG files are not supported, only grey and 3-component ones")
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        with tempfile.TemporaryDirectory(prefix="enhance-jpeg-") as directory:
+            path = Path(directory) / "coefficients.jpg"
+            path.write_bytes(bytes(source))
+            planes = _libjpeg_planes(path, info.components, name)
+    else:
+        planes = _libjpeg_planes(Path(source), info.components, name)
     return DctCoefficients(
         width=info.width,
         height=info.height,
         colour_space=info.colour_space,
         sampling_factors=info.sampling_factors,
-        coefficients=coefficients,
+        coefficients=planes,
         tables=info.component_tables,
     )
+
+
+def _libjpeg_planes(path: Path, components: int, name: str) -> tuple[np.ndarray, ...]:
+    import jpeglib
+
+    try:
+        dct = jpeglib.read_dct(str(path))
+        planes = [dct.Y] + ([dct.Cb, dct.Cr] if components == 3 else [])
+    except Exception as error:  # jpeglib reports libjpeg failures as OSError, RuntimeError and others
+        raise BadInput(f"{name}: libjpeg cannot read the DCT coefficients: {error}") from None
+    return tuple(np.ascontiguousarray(plane, dtype=np.int16) for plane in planes)

@@ -23,14 +23,21 @@ imported from a dotted path found in data.
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 
 from .errors import CodecUnavailable
 
 KINDS = {"codec": "enhance.codecs", "enhancer": "enhance.enhancers", "full_codec": "enhance.full_codecs"}
+# A plugin's own weights.lock: the entry point loads its package (the lock is the package's
+# `weights.lock`), a path, or a callable returning the path. A plugin class's
+# `weights_lock` attribute (a path) does the same.
+# Without either, a `weights.lock` at the top of the plugin's package is found too.
+WEIGHTS_GROUP = "enhance.weights"
 
 
 @dataclass(frozen=True)
@@ -50,9 +57,9 @@ def _builtins(kind: str) -> dict[str, Callable]:
 
         return dict(BUILTIN_CODECS)
     if kind == "enhancer":
-        from .enhancers import load_enhancer
+        from .enhancers import load_dirac
 
-        return {"dirac": load_enhancer}
+        return {"dirac": load_dirac}
     return {}
 
 
@@ -88,6 +95,7 @@ def _load_entry_point(kind: str, entry_point: EntryPoint) -> Plugin:
 class _Injection:
     plugins: list[Plugin]
     entry_points: list[EntryPoint]
+    weights_locks: dict[str, Path]
 
 
 # Injected plugins (tests) replace installed entry points while a `use_plugins` block runs.
@@ -152,24 +160,76 @@ def factory(kind: str, name: str) -> Callable:
     for plugin in listing:
         if plugin.name == name:
             raise CodecUnavailable(f"{label} {name!r} from {plugin.source} is unusable: {plugin.error}")
-    known = ", ".join(sorted(p.name for p in listing if p.factory is not None)) or "none"
-    raise CodecUnavailable(f"no {label} named {name!r} (available: {known})")
+    known = ", ".join(p.name for p in listing if p.factory is not None) or "none"
+    raise CodecUnavailable(f"unknown {label} {name!r}: no {label} named {name!r} is installed (available: {known})")
 
 
 def create(kind: str, name: str, **options):
+    """An instance of the `kind` registered as `name`, built with keyword `options`."""
     return factory(kind, name)(**options)
 
 
 def get_codec(name: str, **options):
+    """A base codec by name (built-in or plugin): the one way to build a codec."""
     return create("codec", name, **options)
 
 
-def get_enhancer(name: str, **options):
-    return create("enhancer", name, **options)
+def codec_kind(name: str) -> str:
+    """"codec" or "full_codec" for a codec name typed by a user; a base codec wins a shared name."""
+    if name not in factories("codec") and name in factories("full_codec"):
+        return "full_codec"
+    return "codec"
 
 
-def get_full_codec(name: str, **options):
-    return create("full_codec", name, **options)
+def _lock_path(loaded) -> Path | None:
+    if callable(loaded) and not isinstance(loaded, type) and not hasattr(loaded, "__path__"):
+        loaded = loaded()
+    if isinstance(loaded, (str, os.PathLike)):
+        return Path(loaded)
+    location = getattr(loaded, "__file__", None)
+    return Path(location).parent / "weights.lock" if location else None
+
+
+def weights_locks() -> list[tuple[str, Path]]:
+    """(plugin, path) of every plugin's own weights.lock: `enhance.weights` entry points and
+    the `weights_lock` attribute of loaded plugin classes (never the core's own lock)."""
+    found: dict[Path, str] = {}
+    if _injected:
+        found.update({path: name for name, path in _injected[-1].weights_locks.items()})
+        candidates = [ep for ep in _injected[-1].entry_points if ep.group == WEIGHTS_GROUP]
+    else:
+        candidates = list(entry_points(group=WEIGHTS_GROUP))
+    wanted = _plugin_filter()
+    for entry_point in candidates:
+        dist = getattr(entry_point, "dist", None)
+        names = {_normalise(entry_point.name)} | ({_normalise(dist.name)} if dist is not None else set())
+        if wanted is not None and not names & wanted:
+            continue
+        try:
+            path = _lock_path(entry_point.load())
+        # As with codecs: a broken plugin must not take the whole tool down; its lock is missing.
+        except Exception:  # noqa: BLE001
+            continue
+        if path is not None:
+            found.setdefault(path, entry_point.name)
+    for kind in KINDS:
+        for plugin in plugins(kind):
+            if plugin.factory is None or plugin.source == "built-in":
+                continue
+            lock = getattr(plugin.factory, "weights_lock", None)
+            if lock is None:
+                lock = _package_lock(plugin.factory)
+            if isinstance(lock, (str, os.PathLike)):
+                found.setdefault(Path(lock), plugin.name)
+    return [(name, path) for path, name in found.items()]
+
+
+def _package_lock(factory) -> Path | None:
+    """The `weights.lock` at the top of a plugin factory's package, when there is one."""
+    package = sys.modules.get(getattr(factory, "__module__", "").partition(".")[0])
+    location = getattr(package, "__file__", None)
+    candidate = Path(location).parent / "weights.lock" if location else None
+    return candidate if candidate is not None and candidate.is_file() else None
 
 
 def container_codec(name: str, *, source: str = "the file") -> tuple[str, Callable]:
@@ -185,6 +245,20 @@ def container_codec(name: str, *, source: str = "the file") -> tuple[str, Callab
     raise CodecUnavailable(f"{source} needs codec {name!r}, which is not installed (no built-in codec or plugin has it)")
 
 
+def native_codec(data: bytes) -> str | None:
+    """The registered base codec whose own file format `data` is in, or None.
+
+    Each codec recognises its own files (`Codec.recognises`), built-ins first, so a
+    plugin's file format decodes as the built-ins' do.
+    """
+    head = bytes(data[:64])
+    for name, factory in factories("codec").items():
+        recognises = getattr(factory, "recognises", None)
+        if recognises is not None and recognises(head):
+            return name
+    return None
+
+
 @contextmanager
 def use_plugins(
     *,
@@ -192,18 +266,21 @@ def use_plugins(
     enhancers: Mapping[str, Callable] | None = None,
     full_codecs: Mapping[str, Callable] | None = None,
     entry_points: Iterable[EntryPoint] = (),
+    weights_locks: Mapping[str, Path | str] | None = None,
 ) -> Iterator[None]:
     """Within the block, only these plugins exist besides the built-ins.
 
     `codecs`/`enhancers`/`full_codecs` map names to factories; `entry_points` go through
-    the same loading (and ENHANCE_PLUGINS filtering) as installed ones.
+    the same loading (and ENHANCE_PLUGINS filtering) as installed ones; `weights_locks`
+    maps plugin names to their weights.lock files.
     """
     injected = [
         Plugin(kind=kind, name=name, source="injected", factory=made)
         for kind, given in (("codec", codecs), ("enhancer", enhancers), ("full_codec", full_codecs))
         for name, made in (given or {}).items()
     ]
-    _injected.append(_Injection(plugins=injected, entry_points=list(entry_points)))
+    locks = {name: Path(path) for name, path in (weights_locks or {}).items()}
+    _injected.append(_Injection(plugins=injected, entry_points=list(entry_points), weights_locks=locks))
     try:
         yield
     finally:

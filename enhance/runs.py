@@ -12,9 +12,10 @@
   removes the temporary files a killed run left for the outputs it plans; `overwrite`
   re-enhances existing outputs, and never touches inputs.
 - Bad input fails only its own file, with the reason; the run goes on.
-- Only JPEG files are enhanced: the JPEG model is conditioned on the quality estimated
-  from the file's quantization tables, which a PNG or WebP no longer has. Other images
-  fail with that reason rather than being enhanced at a guessed rate.
+- Each file is enhanced by `enhance.enhance_one` (the one road for a single image): only
+  JPEG files, since the JPEG model is conditioned on the quality estimated from the
+  file's quantization tables, which a PNG or WebP no longer has. Other images fail with
+  that reason rather than being enhanced at a guessed rate.
 - `jobs`: with 1 (the default) files are processed in this process and torch uses every
   core for each image. With N > 1, N worker processes each load the model once and
   get cpu_count // N torch threads (at least 1), so the workers together never
@@ -36,95 +37,17 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
+from .enhance_one import DEFAULT_ENHANCER, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput, EnhanceError
-from .image import (
-    DEFAULT_MAX_PIXELS,
-    OUTPUT_FORMATS,
-    LoadedImage,
-    apply_orientation,
-    load_image,
-    output_format_for,
-    save_image,
-    temporary_target,
-    write_atomic,
-)
+from .image import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, output_format_for, read_file, save_image, temporary_target, write_atomic
 
 DEFAULT_GLOBS = ("*.jpg", "*.jpeg", "*.jpe", "*.jfif")
-
-# A bundle directory to use instead of the shipped JPEG model (as `--model` does).
-MODEL_ENV = "ENHANCE_DIRAC_JPEG"
-
-# Colour spaces whose quantization constraints `enhance.consistency` can project onto.
-PROJECTABLE_COLOUR_SPACES = ("YCbCr", "grey")
 
 REPORT_FORMAT = "enhance.run-report"
 REPORT_VERSION = 1
 
 
-# --- enhancing one image ----------------------------------------------------------
-
-
-def load_jpeg_enhancer(model: Path | str | None = None, *, device: str | None = None, tile: int | None = None, steps: int | None = None):
-    """The JPEG enhancer: the bundle directory `model`, else $ENHANCE_DIRAC_JPEG, else the shipped model.
-
-    `tile` and `steps` are checked against it here, so a bad value stops a run before
-    its first file instead of failing every file.
-    """
-    from .enhancers import load_enhancer
-    from .tiling import plan_tiles
-
-    bundle = model if model is not None else os.environ.get(MODEL_ENV) or None
-    enhancer = load_enhancer("jpeg", bundle=Path(bundle) if bundle is not None else None, device=device, tile=tile)
-    try:
-        plan_tiles(enhancer.tile, enhancer.tile, enhancer.tile, enhancer.overlap)
-    except ValueError as error:
-        raise EnhanceError(f"--tile {enhancer.tile}: {error}") from None
-    check_steps(enhancer, steps)
-    return enhancer
-
-
-def check_steps(enhancer, steps: int | None) -> None:
-    if steps is not None:
-        try:
-            enhancer.pipeline.check_steps(steps)
-        except ValueError as error:
-            raise EnhanceError(f"--steps {steps}: {error}") from None
-
-
-@dataclass(frozen=True)
-class Enhanced:
-    pixels: np.ndarray  # uint8 HxWx3, oriented for display
-    greyscale: bool
-    note: str | None = None
-
-
-def enhance_loaded(loaded: LoadedImage, *, enhancer, steps: int | None = None, seed: int = 0, consistent: bool = False) -> Enhanced:
-    """Enhances a loaded JPEG and applies its EXIF orientation (once)."""
-    from .enhancement import enhance_pixels
-    from .jpeg import inspect_jpeg
-
-    if loaded.format != "JPEG":
-        raise BadInput(
-            f"{loaded.path}: a {loaded.format} image, not a JPEG; the JPEG enhancer is conditioned on the quality "
-            "read from a JPEG file's quantization tables"
-        )
-    note = None
-    try:
-        if consistent:
-            colour_space = inspect_jpeg(loaded.data).colour_space
-            if colour_space not in PROJECTABLE_COLOUR_SPACES:
-                # The file constrains its own planes (CMYK, YCCK, RGB), which are not
-                # the YCbCr planes the projection works on.
-                consistent = False
-                note = f"{colour_space} JPEG: enhanced without the JPEG consistency projection"
-        pixels = enhance_pixels(loaded.pixels, jpeg_bytes=loaded.data, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
-    except BadInput as error:
-        # The JPEG parsers see bytes, not the file: name it here.
-        message = str(error)
-        raise BadInput(message if str(loaded.path) in message else f"{loaded.path}: {message}") from None
-    return Enhanced(pixels=apply_orientation(pixels, loaded.orientation), greyscale=loaded.greyscale, note=note)
+# --- one file -----------------------------------------------------------------------
 
 
 def enhance_file(
@@ -136,6 +59,7 @@ def enhance_file(
     seed: int = 0,
     consistent: bool = False,
     enhancer=None,
+    enhancer_name: str = DEFAULT_ENHANCER,
     model: Path | str | None = None,
     device: str | None = None,
     tile: int | None = None,
@@ -145,11 +69,11 @@ def enhance_file(
     output_format = output_format or output_format_for(output_path)
     if Path(output_path).resolve() == Path(input_path).resolve():
         raise BadInput(f"{output_path}: the output would overwrite its input")
-    loaded = load_image(input_path, max_pixels=max_pixels)
+    data = read_file(input_path)
     if enhancer is None:
-        enhancer = load_jpeg_enhancer(model, device=device, tile=tile, steps=steps)
-    enhanced = enhance_loaded(loaded, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
-    return save_image(output_path, enhanced.pixels, loaded.metadata.for_oriented_pixels(), output_format, greyscale=enhanced.greyscale)
+        enhancer = load_enhancer("jpeg", model=model, name=enhancer_name, device=device, tile=tile, steps=steps)
+    enhanced = enhance_bytes(data, path=input_path, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent, max_pixels=max_pixels)
+    return save_image(output_path, enhanced.pixels, enhanced.metadata, output_format, greyscale=enhanced.greyscale)
 
 
 # --- planning ---------------------------------------------------------------------
@@ -268,6 +192,10 @@ class Settings:
     device: str | None = None
     tile: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    enhancer: str = DEFAULT_ENHANCER
+
+    def load_enhancer(self):
+        return load_enhancer("jpeg", model=self.model, name=self.enhancer, device=self.device, tile=self.tile, steps=self.steps)
 
 
 @dataclass
@@ -318,9 +246,11 @@ def process_task(task: Task, settings: Settings, enhancer) -> FileResult:
     """Enhances one planned file; a reason this file cannot be done fails it alone."""
     start = time.perf_counter()
     try:
-        loaded = load_image(task.input, max_pixels=settings.max_pixels)
-        enhanced = enhance_loaded(loaded, enhancer=enhancer, steps=settings.steps, seed=settings.seed, consistent=settings.consistent)
-        save_image(task.output, enhanced.pixels, loaded.metadata.for_oriented_pixels(), settings.output_format, greyscale=enhanced.greyscale)
+        enhanced = enhance_bytes(
+            read_file(task.input), path=task.input, enhancer=enhancer, steps=settings.steps, seed=settings.seed,
+            consistent=settings.consistent, max_pixels=settings.max_pixels,
+        )
+        save_image(task.output, enhanced.pixels, enhanced.metadata, settings.output_format, greyscale=enhanced.greyscale)
     except BadInput as error:
         return FileResult(str(task.input), str(task.output), "failed", str(error), time.perf_counter() - start)
     except OSError as error:
@@ -344,6 +274,7 @@ def run(
     seed: int = 0,
     consistent: bool = False,
     model: Path | str | None = None,
+    enhancer_name: str = DEFAULT_ENHANCER,
     device: str | None = None,
     tile: int | None = None,
     jobs: int = 1,
@@ -362,8 +293,8 @@ def run(
     start = time.perf_counter()
     settings = Settings(
         output_format=output_format, steps=steps, seed=seed, consistent=consistent,
-        model=str(model) if model is not None else os.environ.get(MODEL_ENV) or None,
-        device=device, tile=tile, max_pixels=max_pixels,
+        model=model_setting(model, "jpeg"),
+        device=device, tile=tile, max_pixels=max_pixels, enhancer=enhancer_name,
     )
     summary = RunSummary(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), settings=settings)
     tasks, failures = plan(inputs, outdir, globs=tuple(glob) if glob else DEFAULT_GLOBS, output_format=output_format, suffix=suffix)
@@ -377,15 +308,10 @@ def run(
 
     for failure in failures:
         record(failure)
-    pending = []
-    for task in tasks:
-        if not overwrite and task.output.exists():
-            record(FileResult(str(task.input), str(task.output), "skipped", "the output exists"))
-        else:
-            pending.append(task)
+    pending = _pending(tasks, overwrite, record)
 
     if pending and jobs == 1:
-        enhancer = load_jpeg_enhancer(settings.model, device=device, tile=tile, steps=steps)
+        enhancer = settings.load_enhancer()
         for task in pending:
             record(process_task(task, settings, enhancer))
     elif pending:
@@ -395,6 +321,17 @@ def run(
     if report_path is not None:
         write_report(summary, report_path)
     return summary
+
+
+def _pending(tasks: list[Task], overwrite: bool, record: Callable[[FileResult], None]) -> list[Task]:
+    """The tasks still to do; those whose output exists are recorded as skipped (unless `overwrite`)."""
+    pending = []
+    for task in tasks:
+        if not overwrite and task.output.exists():
+            record(FileResult(str(task.input), str(task.output), "skipped", "the output exists"))
+        else:
+            pending.append(task)
+    return pending
 
 
 def write_report(summary: RunSummary, path: Path | str) -> None:
@@ -418,7 +355,7 @@ def _worker_process(task: Task) -> FileResult:
     # error comes back through the future as itself instead of a broken pool.
     settings = _worker_state["settings"]
     if "enhancer" not in _worker_state:
-        _worker_state["enhancer"] = load_jpeg_enhancer(settings.model, device=settings.device, tile=settings.tile, steps=settings.steps)
+        _worker_state["enhancer"] = settings.load_enhancer()
     return process_task(task, settings, _worker_state["enhancer"])
 
 

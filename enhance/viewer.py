@@ -28,9 +28,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from .enhance_one import DEFAULT_ENHANCER, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput
-from .image import DEFAULT_MAX_PIXELS, decode_image, encode_image, read_file, write_atomic
-from .runs import check_steps, enhance_loaded, load_jpeg_enhancer
+from .image import DEFAULT_MAX_PIXELS, encode_image, read_file, write_atomic
 
 CACHE_VERSION = 1
 THUMBNAILER_FILE = "enhance.thumbnailer"
@@ -43,8 +43,8 @@ def cache_directory() -> Path:
 
 
 @functools.lru_cache(maxsize=4)
-def _enhancer(model: str | None, device: str | None, tile: int | None):
-    return load_jpeg_enhancer(model, device=device, tile=tile)
+def _enhancer(model: str | None, device: str | None, tile: int | None, name: str = DEFAULT_ENHANCER):
+    return load_enhancer("jpeg", model=model, name=name, device=device, tile=tile)
 
 
 def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent: bool) -> str:
@@ -52,7 +52,7 @@ def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent
         "version": CACHE_VERSION,
         "file": hashlib.sha256(data).hexdigest(),
         "enhancer": enhancer.identity,
-        "tile": enhancer.tile,
+        "tile": getattr(enhancer, "tile", None),
         "steps": steps if steps is not None else enhancer.default_steps,
         "seed": seed,
         "consistent": consistent,
@@ -60,31 +60,45 @@ def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent
     return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
-def enhanced_png(
+def _cached_or_enhanced(
     path: Path | str,
     *,
     steps: int | None = None,
     seed: int = 0,
     consistent: bool = False,
     model: Path | str | None = None,
+    enhancer_name: str = DEFAULT_ENHANCER,
     device: str | None = None,
     tile: int | None = None,
     cache: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-) -> bytes:
-    """The enhanced image as PNG bytes (oriented, with its metadata), from the cache when it holds them."""
+) -> tuple[Path, bytes | None, Enhanced | None]:
+    """(cache entry, its PNG when the cache holds it, else the image enhanced now)."""
     data = read_file(path)
-    enhancer = _enhancer(str(model) if model is not None else os.environ.get("ENHANCE_DIRAC_JPEG") or None, device, tile)
+    enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)
     check_steps(enhancer, steps)
     key = cache_key(data, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
     cached = cache_directory() / key[:2] / f"{key}.png"
     if cache and cached.is_file():
-        return cached.read_bytes()
-    loaded = decode_image(data, path=path, max_pixels=max_pixels)
-    enhanced = enhance_loaded(loaded, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
-    png = encode_image(enhanced.pixels, loaded.metadata.for_oriented_pixels(), "png", greyscale=enhanced.greyscale)
-    if cache:
-        write_atomic(cached, png)
+        return cached, cached.read_bytes(), None
+    enhanced = enhance_bytes(data, path=path, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent, max_pixels=max_pixels)
+    return cached, None, enhanced
+
+
+def _png(enhanced: Enhanced) -> bytes:
+    return encode_image(enhanced.pixels, enhanced.metadata, "png", greyscale=enhanced.greyscale)
+
+
+def enhanced_png(path: Path | str, *, cache: bool = True, **options) -> bytes:
+    """The enhanced image as PNG bytes (oriented, with its metadata), from the cache when it holds them.
+
+    Options: steps, seed, consistent, model, enhancer_name (a registered enhancer), device, tile, max_pixels.
+    """
+    entry, png, enhanced = _cached_or_enhanced(path, cache=cache, **options)
+    if png is None:
+        png = _png(enhanced)
+        if cache:
+            write_atomic(entry, png)
     return png
 
 
@@ -98,9 +112,17 @@ def open(path: Path | str, **options) -> Image.Image:
     return image
 
 
-def open_array(path: Path | str, **options) -> np.ndarray:
-    """The enhanced JPEG as uint8 HxWx3 RGB, oriented for display."""
-    return np.asarray(open(path, **options).convert("RGB"))
+def open_array(path: Path | str, *, cache: bool = True, **options) -> np.ndarray:
+    """The enhanced JPEG as uint8 HxWx3 RGB, oriented for display (no PNG round trip unless the cache is written)."""
+    entry, png, enhanced = _cached_or_enhanced(path, cache=cache, **options)
+    if png is None and not cache:
+        return enhanced.pixels
+    if png is None:
+        png = _png(enhanced)
+        write_atomic(entry, png)
+        return enhanced.pixels
+    with Image.open(io.BytesIO(png)) as image:
+        return np.asarray(image.convert("RGB"))
 
 
 def write_thumbnail(input_path: Path | str, output_path: Path | str, size: int, **options) -> Path:

@@ -207,8 +207,34 @@ def load_lock(path: Path | str | None = None) -> list[WeightFile]:
     return rows
 
 
+def all_rows() -> list[WeightFile]:
+    """The core's weights.lock rows, then every plugin's (see `enhance.registry.weights_locks`).
+
+    A plugin row naming a bundle file the core or another plugin already lists is an error.
+    """
+    from . import registry
+
+    rows = load_lock()
+    owners = {(row.bundle, row.path): str(default_lock_path()) for row in rows}
+    for plugin, lock in registry.weights_locks():
+        for row in load_lock(lock):
+            key = (row.bundle, row.path)
+            if key in owners:
+                raise WeightsError(f"{lock} (plugin {plugin}): {row.bundle}/{row.path} is already listed in {owners[key]}")
+            owners[key] = str(lock)
+            rows.append(row)
+    return rows
+
+
 def _rows(lock: Path | str | None, bundle: str | None) -> list[WeightFile]:
-    rows = load_lock(lock)
+    if lock is not None:
+        rows = load_lock(lock)
+    else:
+        # The core's own bundles resolve from its lock alone, so a broken plugin lock
+        # cannot stop the shipped model from loading.
+        rows = load_lock()
+        if bundle is None or not any(row.bundle == bundle for row in rows):
+            rows = all_rows()
     if bundle is None:
         return rows
     selected = [row for row in rows if row.bundle == bundle]
@@ -441,19 +467,53 @@ def verify(bundle: str | None = None, *, lock: Path | str | None = None) -> list
     return results
 
 
-def load_safetensors(path: Path | str, expected_keys: Iterable[str] | None = None, *, device: str = "cpu") -> dict:
-    """Tensors from a safetensors file; with `expected_keys`, any missing or extra key is an error."""
+def load_safetensors(
+    path: Path | str, expected_keys: Iterable[str] | None = None, *, device: str = "cpu", error: type[WeightsError] = WeightsError
+) -> dict:
+    """Tensors from a safetensors file; with `expected_keys`, any missing or extra key is an error (`error`)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     try:
         tensors = load_file(str(path), device=device)
-    except (SafetensorError, OSError, ValueError) as error:
-        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+    except (SafetensorError, OSError, ValueError) as failure:
+        raise error(f"{path}: not a readable safetensors file ({failure})") from None
     if expected_keys is not None:
         expected = set(expected_keys)
         missing = sorted(expected - set(tensors))
         unexpected = sorted(set(tensors) - expected)
         if missing or unexpected:
-            raise WeightsError(f"{path}: keys do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
+            raise error(f"{path}: keys do not match (missing {missing[:5]}, unexpected {unexpected[:5]})")
     return tensors
+
+
+def _listed(keys: list[str]) -> str:
+    return f"{keys[:5]}{' ...' if len(keys) > 5 else ''}"
+
+
+def load_exact(module, state, source: str, *, new_modules: tuple[str, ...] = (), error: type[WeightsError] = WeightsError) -> None:
+    """Loads `state` into `module`, which must match it exactly: the one strict loader of the package.
+
+    A missing, extra or misshapen tensor raises `error` naming `source`, never a silently
+    half-initialised network. Tensors are cast to the module's dtypes. `new_modules`
+    names module prefixes `state` may lack (a trained model grown by a stage that
+    starts as the identity); they keep their initialisation. BatchNorm's
+    `num_batches_tracked` counter may be absent: files saved before PyTorch 0.4.1 lack
+    it, PyTorch itself accepts that, and the counter does nothing in eval mode.
+    """
+    expected = module.state_dict()
+    state = dict(state)
+    for key, value in expected.items():
+        if key.endswith(".num_batches_tracked"):
+            state.setdefault(key, value)
+    missing = sorted(key for key in set(expected) - set(state) if not key.startswith(new_modules))
+    unexpected = sorted(set(state) - set(expected))
+    misshapen = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
+    if missing or unexpected or misshapen:
+        details = [f"{what} {_listed(keys)}" for what, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", misshapen)) if keys]
+        raise error(f"{source}: weights do not match {type(module).__name__}: {'; '.join(details)}")
+    for key, tensor in state.items():
+        # A changed byte in a float can make it NaN or infinite, which turns every output black.
+        if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
+            raise error(f"{source}: {key} holds non-finite values (NaN or infinity): the file is damaged or tampered with")
+    module.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()}, strict=not new_modules)

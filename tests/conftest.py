@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from enhance.enhancers.dirac import DiracConfig, DiracUNet, DiracUNetConfig, ScheduleConfig, Thresholds
-from enhance.train.loop import save_bundle
+from enhance.train.dirac import save_bundle
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from conftest import natural_image
 from enhance import __version__, cli, container, registry
-from enhance.api import decode_bytes, encode_image, native_codec
+from enhance.api import decode_bitstream, encode_bitstream
+from enhance.registry import native_codec
 from enhance.errors import BadInput, CodecUnavailable, ContainerError
 
 runner = CliRunner()
@@ -19,8 +20,8 @@ class LosslessToyCodec:
     """A container codec small enough to read: zlib-compressed pixels behind a 4-byte size."""
 
     name = "toy-lossless"
-    quality_range = (1, 9)
-    higher_quality_is_better = True
+    rate_range = (1, 9)
+    higher_rate_is_better = True
     file_extension = ".enh"
     needs_container = True
 
@@ -91,7 +92,7 @@ def test_container_codec_encode_decode(photo, tmp_path):
         assert result.exit_code == 0, result.output
         parsed = container.unpack(encoded.read_bytes())
         assert (parsed.codec, parsed.width, parsed.height) == ("toy-lossless", 47, 33)
-        assert container.decode_params(parsed.params) == {"quality": "9"}
+        assert container.decode_params(parsed.params) == {"rate": "9"}
         assert f"payload {len(parsed.payload)} bytes, {parsed.payload_bpp:.4f} bpp; file {parsed.file_bpp:.4f} bpp" in result.stdout
 
         result = runner.invoke(cli.app, ["decode", str(encoded), "-o", str(decoded)])
@@ -141,7 +142,7 @@ def test_quality_must_be_a_number(photo, tmp_path):
 def test_truncated_jpeg_from_the_installed_command(photo, tmp_path):
     source, pixels = photo
     encoded = tmp_path / "photo.jpg"
-    encoded.write_bytes(encode_image(pixels, "jpeg", 80)[:200])
+    encoded.write_bytes(encode_bitstream(pixels, "jpeg", 80)[:200])
     completed = subprocess.run(
         [sys.executable, "-c", "from enhance.cli import main; main()", "decode", str(encoded), "-o", str(tmp_path / "out.png")],
         capture_output=True,
@@ -180,24 +181,24 @@ class ToyFullCodec:
 def test_full_codec_goes_in_a_container_and_gets_steps_and_seed():
     pixels = natural_image(33, 47)
     with registry.use_plugins(full_codecs={"toy-full": ToyFullCodec}):
-        data = encode_image(pixels, "toy-full", 0.5)
+        data = encode_bitstream(pixels, "toy-full", 0.5)
         parsed = container.unpack(data)
         assert (parsed.codec, parsed.payload, parsed.file_size) == ("toy-full", bytes([int(pixels.mean()), 127]), len(data))
-        first = decode_bytes(data, steps=3, seed=1)
+        first = decode_bitstream(data, steps=3, seed=1)
         assert first.shape == (33, 47, 3)
-        np.testing.assert_array_equal(first, decode_bytes(data, steps=3, seed=1))
-        assert not np.array_equal(first, decode_bytes(data, steps=3, seed=2))
+        np.testing.assert_array_equal(first, decode_bitstream(data, steps=3, seed=1))
+        assert not np.array_equal(first, decode_bitstream(data, steps=3, seed=2))
 
 
 def test_header_that_disagrees_with_the_payload_is_a_container_error():
     pixels = natural_image(33, 47)
     with registry.use_plugins(codecs={"toy-lossless": LosslessToyCodec}):
-        payload = container.unpack(encode_image(pixels, "toy-lossless", 1)).payload
+        payload = container.unpack(encode_bitstream(pixels, "toy-lossless", 1)).payload
         lying = container.pack("toy-lossless", 48, 33, payload)
         with pytest.raises(ContainerError, match="lie.enh: toy-lossless decoded 47x33 pixels, the header says 48x33"):
-            decode_bytes(lying, source="lie.enh")
+            decode_bitstream(lying, source="lie.enh")
     with pytest.raises(CodecUnavailable, match="lie.enh needs codec 'toy-lossless'"):
-        decode_bytes(lying, source="lie.enh")
+        decode_bitstream(lying, source="lie.enh")
 
 
 @pytest.mark.parametrize("name", ["jpeg", "webp", "avif", "jpeg2000", "jxl", "heic"])
@@ -207,9 +208,9 @@ def test_native_formats_are_recognised_by_magic(name):
     if not usable:
         pytest.skip(f"{name} is not usable here: {reason}")
     pixels = natural_image(33, 47)
-    data = encode_image(pixels, name, codec.quality_range[1] if codec.higher_quality_is_better else codec.quality_range[0])
+    data = encode_bitstream(pixels, name, codec.rate_range[1] if codec.higher_rate_is_better else codec.rate_range[0])
     assert native_codec(data) == name
-    assert decode_bytes(data).shape == (33, 47, 3)
+    assert decode_bitstream(data).shape == (33, 47, 3)
 
 
 def test_magic_detection_without_codecs():
@@ -229,7 +230,7 @@ def test_encoding_a_file_applies_its_exif_orientation(tmp_path):
     source = tmp_path / "turned.png"
     Image.fromarray(pixels).save(source, exif=exif)
     with registry.use_plugins(codecs={"toy-lossless": LosslessToyCodec}):
-        data = encode_image(source, "toy-lossless", 1)
-        np.testing.assert_array_equal(decode_bytes(data), np.rot90(pixels, k=-1))
+        data = encode_bitstream(source, "toy-lossless", 1)
+        np.testing.assert_array_equal(decode_bitstream(data), np.rot90(pixels, k=-1))
     parsed = container.unpack(data)
     assert (parsed.width, parsed.height) == (33, 47)

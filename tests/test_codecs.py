@@ -17,7 +17,8 @@ import torch
 from conftest import natural_image
 
 from enhance._compressai import import_compressai
-from enhance.codecs import BUILTIN_CODECS, describe_codecs, get_codec
+from enhance.codecs import BUILTIN_CODECS, describe_codecs
+from enhance.registry import get_codec
 from enhance.codecs.base import Codec
 from enhance.framing import ByteWriter
 from enhance.codecs.neural import CompressAICodec, image_to_tensor, tensor_to_image
@@ -78,9 +79,9 @@ def make_codec(name: str, **options):
 
 
 def qualities_best_to_worst(codec) -> list[float]:
-    low, high = codec.quality_range
-    values = [high, (low + high) / 2, low] if codec.higher_quality_is_better else [low, (low + high) / 2, high]
-    return [round(v) for v in values] if getattr(codec, "integer_quality", True) else values
+    low, high = codec.rate_range
+    values = [high, (low + high) / 2, low] if codec.higher_rate_is_better else [low, (low + high) / 2, high]
+    return [round(v) for v in values] if getattr(codec, "integer_rate", True) else values
 
 
 def reference_reconstruction(codec: CompressAICodec, image: np.ndarray, quality: int) -> np.ndarray:
@@ -112,10 +113,10 @@ def test_codec_conformance(name, fake_binaries):
     codec = make_codec(name)
     assert isinstance(codec, Codec)
     assert codec.name == name
-    low, high = codec.quality_range
+    low, high = codec.rate_range
     assert low < high
     assert codec.file_extension.startswith(".")
-    assert isinstance(codec.needs_container, bool) and isinstance(codec.higher_quality_is_better, bool)
+    assert isinstance(codec.needs_container, bool) and isinstance(codec.higher_rate_is_better, bool)
     usable, reason = codec.available()
     small = natural_image(*SMALL, seed=1)
     if not usable:
@@ -178,7 +179,7 @@ def test_jxl_quality_follows_cjxl():
     from enhance.codecs.jxl import distance_from_quality
 
     codec = get_codec("jxl")
-    assert codec.quality_range == (0.0, 100.0) and codec.higher_quality_is_better
+    assert codec.rate_range == (0.0, 100.0) and codec.higher_rate_is_better
     assert distance_from_quality(90) == pytest.approx(1.0)
     assert distance_from_quality(0) == pytest.approx(25.0)
     assert distance_from_quality(30) == pytest.approx(6.4)
@@ -358,7 +359,10 @@ def test_describe_codecs_and_cli(fake_binaries, monkeypatch):
     descriptions = {d.name: d for d in describe_codecs()}
     assert list(descriptions) == list(BUILTIN_CODECS)
     assert descriptions["vtm"].available and not descriptions["bpg"].available
-    result = CliRunner().invoke(app, ["codecs"])
+    from enhance import registry
+
+    with registry.use_plugins():  # the built-ins alone, whatever plugins this environment has
+        result = CliRunner().invoke(app, ["codecs"])
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
     assert lines[0].split() == ["codec", "family", "quality", "better", "-q", "means", "status"]
@@ -371,6 +375,6 @@ def test_describe_codecs_and_cli(fake_binaries, monkeypatch):
     assert rows["jpeg2000"].split()[2:5] == ["20..60", "PSNR", "dB"]
     assert "unavailable: bpgenc is not on PATH" in rows["bpg"]
     # Every built-in codec says what its -q means, in its format's own terms.
-    assert all(description.quality_meaning for description in descriptions.values())
+    assert all(description.rate_meaning for description in descriptions.values())
     assert "cjxl -q" in rows["jxl"] and rows["jxl"].split()[2:5] == ["0..100", "quality", "higher"]
     assert rows["cheng2020-anchor"].split()[1:4] == ["neural", "1..6", "model"]

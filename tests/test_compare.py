@@ -18,7 +18,7 @@ from enhance import cli, registry
 from enhance.comparison import compare
 from enhance.comparison.cache import ResultCache
 from enhance.comparison.figures import detail_window
-from enhance.enhancers import load_enhancer
+from enhance.enhancers import load_dirac
 from enhance.enhancers.dirac import DiracEnhancer
 from enhance.errors import BadInput, EnhanceError, WeightsError
 from enhance.metrics import FULL_REFERENCE, swd
@@ -166,7 +166,7 @@ def test_jpeg_rows_match_an_independent_computation(jpeg_run, bundle):
     order = list(dict.fromkeys(o.image for o in comparison.outputs))
     assert sorted(order) == sorted(pixels)
     pixels = {label: pixels[label] for label in order}
-    enhancer = load_enhancer("jpeg", bundle=bundle)
+    enhancer = load_dirac("jpeg", bundle=bundle)
     expected = {name: {key: [] for key in ["bpp", *FULL_REFERENCE, "swd"]} for name in ("jpeg", "jpeg+dirac-1", "jpeg+dirac-2")}
     for quality in QUALITIES:
         outputs = {name: [] for name in expected}
@@ -306,8 +306,8 @@ class ToyCodec:
     """A container codec standing for a neural one: `quality` bits per sample, zlib-packed."""
 
     name = "toy"
-    quality_range = (1, 8)
-    higher_quality_is_better = True
+    rate_range = (1, 8)
+    higher_rate_is_better = True
     file_extension = ".enh"
     needs_container = True
 

@@ -10,9 +10,10 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 
 from conftest import TINY_MODEL, make_tiny_bundle, natural_image
-from enhance.consistency import project_to_jpeg, read_coefficients
-from enhance.enhancement import enhance_pixels
-from enhance.enhancers import load_enhancer
+from enhance.consistency import project_to_jpeg
+from enhance.jpeg import read_dct_coefficients
+from enhance.enhance_one import CodedImage, enhance_decoded
+from enhance.enhancers import load_dirac
 from enhance.enhancers.dirac import (
     BundleError,
     DiracConfig,
@@ -23,7 +24,7 @@ from enhance.enhancers.dirac import (
 )
 from enhance.enhancers.dirac.pipeline import load_state_dict_strict
 from enhance.errors import BadInput, EnhanceError
-from enhance.train.loop import TrainOptions, train
+from enhance.train.dirac import TrainOptions, train
 from enhance.train.thresholds import write_thresholds
 
 
@@ -84,7 +85,7 @@ def test_ddim_step_with_a_perfect_prediction_recovers_the_residual():
     schedule = LateStartDDIM(ScheduleConfig(schedule_steps=4))
     residual = torch.randn(1, 3, 8, 8)
     noise = torch.randn(1, 3, 8, 8)
-    sample = schedule.add_noise(residual, noise, schedule.timesteps[:1])
+    sample = schedule.scheduler.add_noise(residual, noise, schedule.timesteps[:1])
     for timestep in schedule.timesteps:
         sample = schedule.step(residual, timestep, sample)
     assert torch.allclose(sample, residual, atol=1e-5)
@@ -103,7 +104,7 @@ def test_bundle_config_is_read_strictly(tiny_bundle):
             DiracConfig.load(path)
     path.write_text("{not json")
     with pytest.raises(BundleError, match="config.json"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 def test_bundle_weights_are_loaded_strictly(tiny_bundle):
@@ -112,20 +113,20 @@ def test_bundle_weights_are_loaded_strictly(tiny_bundle):
     name = next(iter(state))
     save_file({k: v for k, v in state.items() if k != name}, str(weights))
     with pytest.raises(BundleError, match="missing"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
     save_file({**state, name: torch.zeros(3)}, str(weights))
     with pytest.raises(BundleError, match="shape"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
     weights.write_bytes(b"\x80\x04pickle-looking bytes")
     with pytest.raises(BundleError, match="safetensors"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 def test_enhancer_refuses_a_model_trained_for_another_codec(tiny_bundle):
     config = DiracConfig.load(tiny_bundle / "config.json")
     replace(config, codec="webp").save(tiny_bundle / "config.json")
     with pytest.raises(EnhanceError, match="trained for 'webp'"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 # --- enhancement ------------------------------------------------------------------
@@ -133,10 +134,10 @@ def test_enhancer_refuses_a_model_trained_for_another_codec(tiny_bundle):
 
 def test_enhancement_is_deterministic_and_seeded(tiny_bundle):
     image = natural_image(33, 47)
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
     first = enhancer.enhance(image, rate=20, steps=3, seed=7)
     assert first.shape == image.shape and first.dtype == np.uint8
-    again = load_enhancer("jpeg", bundle=tiny_bundle).enhance(image, rate=20, steps=3, seed=7)
+    again = load_dirac("jpeg", bundle=tiny_bundle).enhance(image, rate=20, steps=3, seed=7)
     assert np.array_equal(first, again)
     other = enhancer.enhance(image, rate=20, steps=3, seed=8)
     assert not np.array_equal(first, other)
@@ -144,7 +145,7 @@ def test_enhancement_is_deterministic_and_seeded(tiny_bundle):
 
 def test_early_stops_of_one_trajectory_match_separate_runs(tiny_bundle):
     image = natural_image(40, 56, seed=1)
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
     stops = enhancer.enhance_stops(image, rate=30, stops=[1, 4], seed=3)
     assert np.array_equal(stops[1], enhancer.enhance(image, rate=30, steps=1, seed=3))
     assert np.array_equal(stops[4], enhancer.enhance(image, rate=30, steps=4, seed=3))
@@ -155,7 +156,7 @@ def test_early_stops_of_one_trajectory_match_separate_runs(tiny_bundle):
 
 def test_grey_input_gives_grey_output(tiny_bundle):
     grey = natural_image(40, 56, seed=4)[..., :1].repeat(3, axis=2)
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
     stops = enhancer.enhance_stops(grey, rate=20, stops=[1, 3], seed=2)
     for output in stops.values():
         assert np.array_equal(output[..., 0], output[..., 1]) and np.array_equal(output[..., 1], output[..., 2])
@@ -167,7 +168,7 @@ def test_grey_input_gives_grey_output(tiny_bundle):
 
 def test_tiles_blend_without_seams(tiny_bundle):
     image = natural_image(200, 333, seed=2)
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
     whole = enhancer.enhance(image, rate=20, steps=3, seed=1).astype(int)
     enhancer.tile = 96
     tiled = enhancer.enhance(image, rate=20, steps=3, seed=1).astype(int)
@@ -180,7 +181,7 @@ def test_rate_dependent_thresholds_bound_the_residual(tiny_bundle):
     narrow = replace(config.thresholds, lower=((-0.02,) * 3,) * 3, upper=((0.02,) * 3,) * 3)
     replace(config, thresholds=narrow).save(tiny_bundle / "config.json")
     image = natural_image(48, 64)
-    out = load_enhancer("jpeg", bundle=tiny_bundle).enhance(image, rate=10, steps=2).astype(int)
+    out = load_dirac("jpeg", bundle=tiny_bundle).enhance(image, rate=10, steps=2).astype(int)
     bound = 0.02 / config.residual_scale * 127.5
     assert np.abs(out - image).max() <= np.ceil(bound) + 1
     lower, upper = config.thresholds.at(27.5)
@@ -188,7 +189,7 @@ def test_rate_dependent_thresholds_bound_the_residual(tiny_bundle):
 
 
 def test_rate_conditioned_model_needs_a_rate(tiny_bundle):
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
     with pytest.raises(ValueError, match="rate"):
         enhancer.enhance(natural_image(32, 32), rate=None)
 
@@ -196,7 +197,7 @@ def test_rate_conditioned_model_needs_a_rate(tiny_bundle):
 def test_jpeg_rate_comes_from_the_file(tiny_bundle, monkeypatch):
     image = natural_image(48, 64)
     data = jpeg_bytes(image, 23)
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
     seen = {}
     original = enhancer.enhance
 
@@ -205,7 +206,7 @@ def test_jpeg_rate_comes_from_the_file(tiny_bundle, monkeypatch):
         return original(decoded, rate=rate, steps=steps, seed=seed)
 
     monkeypatch.setattr(enhancer, "enhance", spy)
-    enhance_pixels(decode(data), jpeg_bytes=data, enhancer=enhancer, steps=1)
+    enhance_decoded(decode(data), CodedImage.read(data), enhancer=enhancer, steps=1)
     assert seen["rate"] == pytest.approx(23, abs=0.5)
 
 
@@ -223,8 +224,8 @@ def test_projection_reencodes_to_the_files_coefficients(subsampling):
     buffer = io.BytesIO()
     qtables = Image.open(io.BytesIO(data)).quantization
     Image.fromarray(projected).save(buffer, format="JPEG", qtables=qtables, subsampling=subsampling)
-    source, again = read_coefficients(data), read_coefficients(buffer.getvalue())
-    for a, b in ((source.Y, again.Y), (source.Cb, again.Cb), (source.Cr, again.Cr)):
+    source, again = read_dct_coefficients(data), read_dct_coefficients(buffer.getvalue())
+    for a, b in ((source.y, again.y), (source.cb, again.cb), (source.cr, again.cr)):
         assert np.mean(a == b) > 0.995
     # Projection onto a convex set holding the original cannot move away from it.
     assert psnr(original, projected) >= psnr(original, perturbed) - 0.05
@@ -252,12 +253,14 @@ def test_projection_handles_greyscale_and_rejects_mismatches():
 def test_consistent_enhancement_keeps_the_files_evidence(tiny_bundle):
     data = jpeg_bytes(natural_image(64, 80), 15)
     decoded = decode(data)
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle)
-    free = enhance_pixels(decoded, jpeg_bytes=data, enhancer=enhancer, steps=2)
-    consistent = enhance_pixels(decoded, jpeg_bytes=data, enhancer=enhancer, steps=2, consistent=True)
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle)
+    free = enhance_decoded(decoded, CodedImage.read(data), enhancer=enhancer, steps=2)
+    consistent = enhance_decoded(decoded, CodedImage.read(data), enhancer=enhancer, steps=2, consistent=True)
     assert not np.array_equal(free, consistent)
     with pytest.raises(BadInput, match="JPEG"):
-        enhance_pixels(decoded, jpeg_bytes=None, enhancer=enhancer, rate=15, consistent=True)
+        png = io.BytesIO()
+        Image.fromarray(decoded).save(png, format="PNG")
+        enhance_decoded(decoded, CodedImage.read(png.getvalue(), rate=15), enhancer=enhancer, consistent=True)
 
 
 # --- training ---------------------------------------------------------------------
@@ -288,7 +291,7 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_bundle(photo_folder,
     assert any("resumed" in m and "step 3" in m for m in messages)
     log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log if "loss" in r][-2:] == [4, 5]
-    enhancer = load_enhancer("jpeg", bundle=bundle)
+    enhancer = load_dirac("jpeg", bundle=bundle)
     assert enhancer.enhance(natural_image(33, 47), rate=50, steps=1).shape == (33, 47, 3)
     # A machine that kept only the committed bundle continues from its weights.
     fresh = replace(options, out=tmp_path / "continued", steps=1, init_from=bundle, val=None)
@@ -336,3 +339,35 @@ def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):
     assert (lower < 0).all() and (upper > 0).all()
     # Coarser quantization leaves larger residuals.
     assert (upper[0] - lower[0]).mean() > (upper[-1] - lower[-1]).mean()
+
+
+def test_training_restores_the_sigterm_handler_it_installs():
+    import os
+    import signal
+
+    from enhance.train.trainer import stop_on_signals
+
+    before = signal.getsignal(signal.SIGTERM)
+    with stop_on_signals() as request:
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert request["stop"]
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_checkpoint_from_before_the_trainer_resumes(photo_folder, tmp_path):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    out = tmp_path / "run"
+    options = TrainOptions(codec="jpeg", data=[photo_folder], out=out, steps=2, batch=2, crop=32, model=TINY_MODEL, device="cpu")
+    train(options)
+    checkpoint = out / "checkpoint.safetensors"
+    with safe_open(str(checkpoint), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(checkpoint))
+    # The metadata train/loop.py wrote: its own format, no task kind.
+    legacy = {"format": "enhance.dirac.checkpoint", "version": "1", "step": metadata["step"], "config": metadata["config"]}
+    save_file(tensors, str(checkpoint), metadata=legacy)
+    messages = []
+    train(replace(options, steps=3), log=messages.append)
+    assert any("resumed" in m and "step 2" in m for m in messages)

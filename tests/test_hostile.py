@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import natural_image
+from conftest import make_jpeg, natural_image, set_jpeg_size  # at import: a plugin's conftest may take the name later
 
 from enhance.errors import BadInput
 
@@ -106,9 +106,9 @@ from enhance.codecs import BUILTIN_CODECS  # noqa: E402
 
 
 def _middle_quality(codec) -> float:
-    low, high = codec.quality_range
+    low, high = codec.rate_range
     middle = (low + high) / 2
-    return round(middle) if getattr(codec, "integer_quality", True) else middle
+    return round(middle) if getattr(codec, "integer_rate", True) else middle
 
 
 @pytest.mark.parametrize("name", list(BUILTIN_CODECS))
@@ -145,7 +145,6 @@ def test_bombs_are_refused_before_decoding():
     """A 1 KB JPEG declaring 60000x60000 and a container declaring 2^20 x 2^20 are refused by the
     same limit (default 150 MP), with the way to raise it; Pillow's own guard does not pre-empt it."""
     import enhance
-    from conftest import make_jpeg, set_jpeg_size
 
     from enhance.image import decode_image
 
@@ -161,7 +160,6 @@ def test_bombs_are_refused_before_decoding():
 def test_the_limit_is_one_setting(monkeypatch):
     from enhance.errors import EnhanceError
     from enhance.image import decode_image
-    from conftest import make_jpeg
 
     assert limits.max_pixels() == 150_000_000
     monkeypatch.setenv(limits.ENV_VAR, "2.5")
@@ -197,7 +195,6 @@ def test_jpeg_xl_size_header_is_read_without_decoding():
 
 def test_twelve_bit_jpeg_and_tiny_files_get_accurate_reasons():
     import enhance
-    from conftest import make_jpeg
 
     from enhance.image import decode_image
 
@@ -261,13 +258,13 @@ _DELETE = object()
     ],
 )
 def test_bundle_config_is_validated_strictly(tiny_bundle, key, value, message):
-    from enhance.enhancers import load_enhancer
+    from enhance.enhancers import load_dirac
 
     path = tiny_bundle / "config.json"
     data = json.loads(path.read_text())
     path.write_text(json.dumps(_with(data, key, value)))
     with pytest.raises(BundleError, match=f"{path}: {message}"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 def test_non_finite_numbers_in_config_json_are_refused(tiny_bundle):
@@ -283,7 +280,7 @@ def test_non_finite_numbers_in_config_json_are_refused(tiny_bundle):
 def test_non_finite_weights_are_refused(tiny_bundle):
     from safetensors.torch import load_file, save_file
 
-    from enhance.enhancers import load_enhancer
+    from enhance.enhancers import load_dirac
 
     weights = tiny_bundle / "model.safetensors"
     state = load_file(str(weights))
@@ -291,15 +288,15 @@ def test_non_finite_weights_are_refused(tiny_bundle):
     state[name].view(-1)[0] = float("nan")
     save_file(state, str(weights))
     with pytest.raises(BundleError, match=f"{name} holds non-finite values"):
-        load_enhancer("jpeg", bundle=tiny_bundle)
+        load_dirac("jpeg", bundle=tiny_bundle)
 
 
 def test_non_finite_outputs_are_refused(tiny_bundle):
     import torch
 
-    from enhance.enhancers import load_enhancer
+    from enhance.enhancers import load_dirac
 
-    enhancer = load_enhancer("jpeg", bundle=tiny_bundle, device="cpu")
+    enhancer = load_dirac("jpeg", bundle=tiny_bundle, device="cpu")
     with torch.no_grad():
         next(enhancer.pipeline.model.parameters()).fill_(float("inf"))
     with pytest.raises(BundleError, match="non-finite values"):

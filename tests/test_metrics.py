@@ -16,7 +16,7 @@ from enhance.metrics import dists_vgg as dists_module
 from enhance.metrics import inception as inception_module
 from enhance.metrics import lpips_alex as lpips_module
 from enhance.metrics.bdrate import bd_metric, bd_rate
-from enhance.metrics.checkpoints import load_exact
+from enhance.weights import load_exact
 from enhance.metrics.detail import hf_energy_ratio
 from enhance.metrics.dists_vgg import DISTS
 from enhance.metrics.inception import BasicConv2d, FIDInceptionV3, InceptionFeatures

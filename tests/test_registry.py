@@ -110,8 +110,8 @@ def test_injected_factories(plugin_module):
         name = "sharpen"
 
     with registry.use_plugins(enhancers={"sharpen": Sharpen}, full_codecs={"gen": Sharpen}):
-        assert type(registry.get_enhancer("sharpen")) is Sharpen
-        assert type(registry.get_full_codec("gen")) is Sharpen
+        assert type(registry.create("enhancer", "sharpen")) is Sharpen
+        assert type(registry.create("full_codec", "gen")) is Sharpen
         assert registry.plugins("enhancer")[0].name == "dirac"
         assert [p.source for p in registry.plugins("enhancer")] == ["built-in", "injected"]
 

@@ -14,7 +14,8 @@ from conftest import BROKEN_KINDS, JPEG_VARIANTS, make_broken, make_jpeg, make_t
 from enhance import cli
 from enhance.errors import BadInput, EnhanceError
 from enhance.image import TEMP_SUFFIX, load_image
-from enhance.runs import MODEL_ENV, enhance_file, plan, run
+from enhance.enhance_one import MODEL_ENV
+from enhance.runs import enhance_file, plan, run
 
 CLI = [sys.executable, "-c", "from enhance.cli import main; main()"]
 # One torch thread: on a busy machine, spinning OpenMP threads cost far more than they give

@@ -29,13 +29,13 @@ def cache_dir(tmp_path, monkeypatch):
 def counted(monkeypatch):
     """Counts real enhancements, so a cache hit is seen as none."""
     calls = []
-    original = viewer.enhance_loaded
+    original = viewer.enhance_bytes
 
-    def counting(loaded, **options):
-        calls.append(loaded.path)
-        return original(loaded, **options)
+    def counting(data, **options):
+        calls.append(options["path"])
+        return original(data, **options)
 
-    monkeypatch.setattr(viewer, "enhance_loaded", counting)
+    monkeypatch.setattr(viewer, "enhance_bytes", counting)
     return calls
 
 

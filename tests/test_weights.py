@@ -349,7 +349,8 @@ def test_every_download_failure_carries_the_same_help(tmp_path, monkeypatch, err
 
 
 def test_neural_codecs_are_unavailable_without_their_weights(tmp_path):
-    from enhance.codecs import describe_codecs, get_codec
+    from enhance.codecs import describe_codecs
+    from enhance.registry import get_codec
 
     lock = write_lock(tmp_path, row(bundle="compressai-mbt2018-mean", path="mbt2018-mean-mse-1.pth.tar"))
     usable, reason = get_codec("mbt2018-mean", weights_lock=lock).available()

@@ -1,14 +1,14 @@
 """Base codecs: one small class per codec behind the `Codec` protocol (see `base`).
 
-`BUILTIN_CODECS` maps each built-in codec's name to its class; `get_codec` builds one.
-Plugins add codecs through entry points (`enhance.registry`).
+`BUILTIN_CODECS` maps each built-in codec's name to its class. Codecs are built by name
+through `enhance.registry` (`registry.get_codec`), which also finds plugins.
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 
-from ..errors import EnhanceError
 from .base import Codec
 from .external import BpgCodec, VtmCodec
 from .heic import HeicCodec
@@ -32,47 +32,63 @@ BUILTIN_CODECS: dict[str, type] = {
 }
 
 
-def get_codec(name: str, **options) -> Codec:
-    """A built-in codec by name, constructed with keyword `options`."""
-    try:
-        codec_class = BUILTIN_CODECS[name]
-    except KeyError:
-        raise EnhanceError(f"unknown codec {name!r}; known codecs: {', '.join(BUILTIN_CODECS)}") from None
-    return codec_class(**options)
-
-
 @dataclass(frozen=True)
 class CodecDescription:
     name: str
     family: str
-    quality_range: tuple[float, float]
-    quality_unit: str
-    higher_quality_is_better: bool
+    rate_range: tuple[float, float] | None  # None when only a built codec knows it (a property)
+    rate_unit: str
+    higher_rate_is_better: bool
     available: bool
     reason: str
     # What `-q` means, in the terms of the format's own tools ("" when the codec does not say).
-    quality_meaning: str = ""
+    rate_meaning: str = ""
 
 
-def describe_codecs(codecs: dict[str, type] | None = None) -> list[CodecDescription]:
-    """Each codec's name, family, quality knob and whether it is usable here (default: the built-ins)."""
+def describe_codecs(codecs: dict[str, type] | None = None, *, family: str | None = None) -> list[CodecDescription]:
+    """Each codec's name, family, rate knob and whether it is usable here (default: the built-ins).
+
+    `family` overrides the codecs' own (`"full"` for full generative codecs, which are
+    described from their class, without being built: building one may load weights).
+    """
     descriptions = []
     for name, codec_class in (codecs if codecs is not None else BUILTIN_CODECS).items():
-        codec = codec_class()
-        usable, reason = codec.available()
+        codec = codec_class if family == "full" else codec_class()
+        try:
+            usable, reason = codec.available()
+        # A plugin's availability check runs third-party code; what it raises is its answer.
+        except Exception as error:  # noqa: BLE001
+            usable, reason = False, f"{type(error).__name__}: {error}"
         descriptions.append(
             CodecDescription(
                 name=name,
-                family=getattr(codec, "family", "plugin"),
-                quality_range=tuple(codec.quality_range),
-                quality_unit=getattr(codec, "quality_unit", "quality"),
-                higher_quality_is_better=codec.higher_quality_is_better,
+                family=family or getattr(codec, "family", "plugin"),
+                rate_range=tuple(codec.rate_range) if isinstance(codec.rate_range, (tuple, list)) else None,
+                rate_unit=getattr(codec, "rate_unit", "quality"),
+                higher_rate_is_better=getattr(codec, "higher_rate_is_better", True),
                 available=usable,
                 reason=reason,
-                quality_meaning=getattr(codec, "quality_meaning", ""),
+                rate_meaning=getattr(codec, "rate_meaning", ""),
             )
         )
     return descriptions
 
 
-__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "describe_codecs", "get_codec"]
+def _accepts(method, keyword: str) -> bool:
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
+    return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
+
+
+def decode_payload(codec, data: bytes, *, full: bool, steps: int | None = None, seed: int = 0, params: dict | None = None):
+    """`codec.decode(data)`, as its kind takes it: a full codec gets `steps` and `seed`, and any
+    codec whose `decode` takes `params` gets the container's parameters (when there are any)."""
+    extra = {"params": params} if params is not None and _accepts(codec.decode, "params") else {}
+    if full:
+        return codec.decode(data, steps=steps, seed=seed, **extra)
+    return codec.decode(data, **extra)
+
+
+__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "decode_payload", "describe_codecs"]

@@ -1,16 +1,28 @@
 """The codec protocol, and what the built-in codecs share.
 
-A codec turns a uint8 HxWx3 RGB array into bytes and back. Its quality knob runs over
-`quality_range` in the codec's own unit (a JPEG quality, a QP, a target PSNR, a
-Butteraugli distance, a model index); `higher_quality_is_better` says which way it goes.
-`available()` answers without raising; `encode`/`decode` raise `CodecUnavailable` (saying
-what to install) when it answers False, and `decode` raises `BadInput` for bytes it cannot
-decode. A codec whose bytes have no file format of its own (`needs_container`) is stored
-in the enhance container; the others can be written to a file with `file_extension`.
+A codec turns a uint8 HxWx3 RGB array into bytes and back. Its *rate* is the one knob
+`encode` takes, in the codec's own unit `rate_unit` (a JPEG quality, a QP, a target PSNR,
+a Butteraugli distance, a model index) over `rate_range`; `higher_rate_is_better` says
+which way it goes. "Rate" is the word every protocol uses for that knob (full codecs and
+enhancers too); the command line keeps `-q/--quality` for it.
+
+`available()` is a classmethod: `Codec.available()` answers for the codec's default
+options (from the environment), without building one and without raising. Codecs whose
+constructor options change the answer (paths to binaries) also answer for an instance's
+own options when called on it (`class_or_instance_method`). `encode`/`decode` raise
+`CodecUnavailable` (saying what to install) when it answers False, and `decode` raises
+`BadInput` for bytes it cannot decode.
+
+A codec whose bytes have no file format of its own (`needs_container`) is stored in the
+enhance container; the others can be written to a file with `file_extension`, and
+recognise their own files: the classmethod `recognises(head)` says whether bytes (at
+least their first 64) are in the codec's format, so decoding needs no table of magic
+bytes and a plugin's own format decodes as the built-ins do.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import shutil
@@ -23,6 +35,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .. import limits
 from ..errors import BadInput, CodecUnavailable, EnhanceError
+from ..image import checked_rgb
 
 SUBSAMPLINGS = ("4:2:0", "4:2:2", "4:4:4")
 
@@ -40,18 +53,41 @@ class Codec(Protocol):
     """A base codec: a small class whose constructor takes keyword arguments only."""
 
     name: str
-    quality_range: tuple[float, float]
-    higher_quality_is_better: bool
+    rate_range: tuple[float, float]
+    rate_unit: str
+    higher_rate_is_better: bool
     file_extension: str
     needs_container: bool
 
-    def available(self) -> tuple[bool, str]:
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         """(True, "") when usable here, else (False, what to install or set)."""
         ...
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes: ...
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        """Whether `head` (a file's first bytes) is in this codec's own file format; False if it has none."""
+        ...
+
+    def encode(self, image: np.ndarray, rate: float) -> bytes: ...
 
     def decode(self, data: bytes) -> np.ndarray: ...
+
+
+class class_or_instance_method:
+    """A method bound to the instance when called on one, else to the class: how `available`
+    answers for the default options (`Codec.available()`) and for an instance's own.
+
+    The wrapped function receives the class or the instance; it reads options as
+    attributes, whose class-level values are the defaults.
+    """
+
+    def __init__(self, function):
+        self.function = function
+        functools.update_wrapper(self, function)
+
+    def __get__(self, instance, owner):
+        return functools.partial(self.function, instance if instance is not None else owner)
 
 
 class BuiltinCodec:
@@ -60,42 +96,45 @@ class BuiltinCodec:
     name: ClassVar[str]
     # "classical" for hand-designed transforms, "neural" for learned ones.
     family: ClassVar[str]
-    quality_range: ClassVar[tuple[float, float]]
-    higher_quality_is_better: ClassVar[bool]
+    rate_range: ClassVar[tuple[float, float]]
+    higher_rate_is_better: ClassVar[bool]
     # What the quality knob measures, for people: "quality", "QP", "PSNR dB", ...
-    quality_unit: ClassVar[str] = "quality"
+    rate_unit: ClassVar[str] = "quality"
     # What `-q` means, in the terms of the format's own tools, for `enhance codecs`.
-    quality_meaning: ClassVar[str] = ""
+    rate_meaning: ClassVar[str] = ""
     file_extension: ClassVar[str]
     needs_container: ClassVar[bool] = False
     # Most knobs are integers (quality, QP, model index); a few are continuous (dB, distance).
-    integer_quality: ClassVar[bool] = True
+    integer_rate: ClassVar[bool] = True
 
-    def available(self) -> tuple[bool, str]:
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         raise NotImplementedError
+
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        return False
 
     def _require_available(self) -> None:
         usable, reason = self.available()
         if not usable:
             raise CodecUnavailable(f"codec {self.name} is unavailable: {reason}")
 
-    def _checked_quality(self, quality: float) -> float:
-        low, high = self.quality_range
+    def _checked_rate(self, rate: float) -> float:
+        low, high = self.rate_range
+        unit = self.rate_unit
         try:
-            value = float(quality)
+            value = float(rate)
         except (TypeError, ValueError):
-            raise EnhanceError(f"codec {self.name}: quality must be a number, got {quality!r}") from None
+            raise EnhanceError(f"codec {self.name}: {unit} must be a number, got {rate!r}") from None
         if not low <= value <= high:
-            raise EnhanceError(f"codec {self.name}: quality {quality} is outside {low:g}..{high:g}")
-        if self.integer_quality and not value.is_integer():
-            raise EnhanceError(f"codec {self.name}: quality must be a whole number, got {quality}")
+            raise EnhanceError(f"codec {self.name}: {unit} {rate} is outside {low:g}..{high:g}")
+        if self.integer_rate and not value.is_integer():
+            raise EnhanceError(f"codec {self.name}: {unit} must be a whole number, got {rate}")
         return value
 
     def _checked_image(self, image: np.ndarray) -> np.ndarray:
-        if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-            shape = getattr(image, "shape", None)
-            dtype = getattr(image, "dtype", type(image).__name__)
-            raise BadInput(f"codec {self.name}: expected a uint8 HxWx3 RGB array, got {dtype} {shape}")
+        checked_rgb(image, f"codec {self.name}")
         if image.shape[0] < 1 or image.shape[1] < 1:
             raise BadInput(f"codec {self.name}: the image is empty ({image.shape[1]}x{image.shape[0]})")
         return np.ascontiguousarray(image)
@@ -109,6 +148,15 @@ class BuiltinCodec:
 
     def __repr__(self) -> str:
         return f"<codec {self.name}>"
+
+
+def iso_brands(head: bytes) -> set[bytes]:
+    """The major and compatible brands of an ISO-BMFF `ftyp` box at the start of a file (empty if none)."""
+    if head[4:8] != b"ftyp":
+        return set()
+    size = int.from_bytes(head[:4], "big")
+    box = head[8 : min(size, len(head))]
+    return {box[:4]} | {box[i : i + 4] for i in range(8, len(box) - 3, 4)}
 
 
 def check_pixel_count(width: int, height: int, codec_name: str) -> None:
@@ -159,19 +207,20 @@ class PillowCodec(BuiltinCodec):
     # The name `PIL.features.check` knows the codec by.
     pillow_feature: ClassVar[str]
 
-    def available(self) -> tuple[bool, str]:
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         from PIL import features
 
-        if features.check(self.pillow_feature):
+        if features.check(cls.pillow_feature):
             return True, ""
-        return False, f"this Pillow was built without {self.pillow_format} support; install Pillow's PyPI wheel (pip install -U pillow)"
+        return False, f"this Pillow was built without {cls.pillow_format} support; install Pillow's PyPI wheel (pip install -U pillow)"
 
-    def _save_options(self, quality: float) -> dict:
+    def _save_options(self, rate: float) -> dict:
         raise NotImplementedError
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         self._require_available()
-        options = self._save_options(self._checked_quality(quality))
+        options = self._save_options(self._checked_rate(rate))
         pixels = self._checked_image(image)
         buffer = io.BytesIO()
         try:

@@ -29,7 +29,7 @@ from PIL import Image
 
 from .._compressai import import_compressai
 from ..errors import BadInput, CodecUnavailable, EnhanceError
-from .base import BuiltinCodec, check_pixel_count, decode_with_pillow, find_executable, run_executable
+from .base import BuiltinCodec, check_pixel_count, class_or_instance_method, decode_with_pillow, find_executable, run_executable
 from ..framing import ByteReader, ByteWriter
 
 BPG_MAGIC = b"BPG\xfb"
@@ -79,11 +79,14 @@ class BpgCodec(BuiltinCodec):
 
     name = "bpg"
     family = "classical"
-    quality_range = (0, 51)
-    higher_quality_is_better = False
-    quality_unit = "QP"
-    quality_meaning = "QP (bpgenc -q): 0 best, 51 worst"
+    rate_range = (0, 51)
+    higher_rate_is_better = False
+    rate_unit = "QP"
+    rate_meaning = "QP (bpgenc -q): 0 best, 51 worst"
     file_extension = ".bpg"
+    # Class-level defaults, so `BpgCodec.available()` answers for the default options.
+    encoder_path: str | None = None
+    decoder_path: str | None = None
 
     def __init__(
         self,
@@ -111,11 +114,17 @@ class BpgCodec(BuiltinCodec):
         self.colour_space = colour_space
         self.hevc_encoder = hevc_encoder
 
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        return head.startswith(BPG_MAGIC)
+
+    @class_or_instance_method
     def _executables(self) -> tuple[str | None, str | None, str]:
         encoder, encoder_reason = find_executable(self.encoder_path, "ENHANCE_BPGENC", "bpgenc")
         decoder, decoder_reason = find_executable(self.decoder_path, "ENHANCE_BPGDEC", "bpgdec")
         return encoder, decoder, "; ".join(reason for reason in (encoder_reason, decoder_reason) if reason)
 
+    @class_or_instance_method
     def available(self) -> tuple[bool, str]:
         encoder, decoder, reason = self._executables()
         if encoder is None or decoder is None:
@@ -134,9 +143,9 @@ class BpgCodec(BuiltinCodec):
         )
         return _bench_codecs().BPG(settings)
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         self._require_available()
-        qp = int(self._checked_quality(quality))
+        qp = int(self._checked_rate(rate))
         pixels = self._checked_image(image)
         wrapper = self._wrapper()
         with tempfile.TemporaryDirectory(prefix="enhance-bpg-") as directory:
@@ -178,18 +187,23 @@ class VtmCodec(BuiltinCodec):
 
     name = "vtm"
     family = "classical"
-    quality_range = (0, 63)
-    higher_quality_is_better = False
-    quality_unit = "QP"
-    quality_meaning = "QP (VTM EncoderApp -q): 0 best, 63 worst"
+    rate_range = (0, 63)
+    higher_rate_is_better = False
+    rate_unit = "QP"
+    rate_meaning = "QP (VTM EncoderApp -q): 0 best, 63 worst"
     file_extension = ".enh"
     needs_container = True
+    # Class-level defaults, so `VtmCodec.available()` answers for the default options.
+    build_dir: str | None = None
+    config: str | None = None
+    rgb: bool = False
 
     def __init__(self, *, build_dir: str | None = None, config: str | None = None, rgb: bool = False):
         self.build_dir = build_dir
         self.config = config
         self.rgb = bool(rgb)
 
+    @class_or_instance_method
     def _locations(self) -> tuple[Path | None, Path | None, str]:
         """(binary directory, encoder config, "") or Nones with why they were not found."""
         build_dir = self.build_dir or os.environ.get("ENHANCE_VTM_DIR") or None
@@ -205,6 +219,7 @@ class VtmCodec(BuiltinCodec):
             return None, None, f"no VTM encoder config at {config_path}; set ENHANCE_VTM_CONFIG to encoder_intra_vtm.cfg"
         return build, config_path, ""
 
+    @class_or_instance_method
     def _wrapper_at(self, build: Path, config: Path):
         settings = types.SimpleNamespace(build_dir=str(build), config=str(config), rgb=self.rgb)
         # Raises RuntimeError where CompressAI does not know the binaries' names (not Linux or macOS).
@@ -214,6 +229,7 @@ class VtmCodec(BuiltinCodec):
         build, config, _ = self._locations()
         return self._wrapper_at(build, config)
 
+    @class_or_instance_method
     def available(self) -> tuple[bool, str]:
         build, config, reason = self._locations()
         if build is None:
@@ -250,9 +266,9 @@ class VtmCodec(BuiltinCodec):
             planes = np.round(np.clip(rgb_planes, 0.0, 1.0) * 255.0).astype(np.uint8)
         return np.ascontiguousarray(planes.transpose(1, 2, 0))
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         self._require_available()
-        qp = int(self._checked_quality(quality))
+        qp = int(self._checked_rate(rate))
         pixels = self._checked_image(image)
         height, width = pixels.shape[:2]
         if max(height, width) > VTM_MAX_SIDE:

@@ -8,7 +8,10 @@ import struct
 import numpy as np
 
 from ..errors import BadInput, EnhanceError
-from .base import BuiltinCodec, check_pixel_count, checked_subsampling, rgb_array
+from .base import BuiltinCodec, check_pixel_count, checked_subsampling, iso_brands, rgb_array
+from .pillow import AVIF_BRANDS
+
+HEIC_BRANDS = {b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1"}
 
 
 X265_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo")
@@ -23,9 +26,9 @@ class HeicCodec(BuiltinCodec):
 
     name = "heic"
     family = "classical"
-    quality_range = (0, 100)
-    higher_quality_is_better = True
-    quality_meaning = "libheif quality (heif-enc -q): 0 worst, 100 best"
+    rate_range = (0, 100)
+    higher_rate_is_better = True
+    rate_meaning = "libheif quality (heif-enc -q): 0 worst, 100 best"
     file_extension = ".heic"
 
     def __init__(self, *, subsampling: str = "4:2:0", preset: str | None = None):
@@ -34,7 +37,13 @@ class HeicCodec(BuiltinCodec):
             raise EnhanceError(f"codec {self.name}: preset must be one of {', '.join(X265_PRESETS)}, got {preset!r}")
         self.preset = preset
 
-    def available(self) -> tuple[bool, str]:
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        brands = iso_brands(head)
+        return bool(brands & HEIC_BRANDS) and not brands & AVIF_BRANDS
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         try:
             import pillow_heif
         except ImportError:
@@ -46,11 +55,11 @@ class HeicCodec(BuiltinCodec):
             return False, "this libheif has no HEVC decoder; install pillow-heif's PyPI wheel (it bundles libde265)"
         return True, ""
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         self._require_available()
         import pillow_heif
 
-        quality = int(self._checked_quality(quality))
+        quality = int(self._checked_rate(rate))
         pixels = self._checked_image(image)
         height, width = pixels.shape[:2]
         heif = pillow_heif.from_bytes(mode="RGB", size=(width, height), data=pixels.tobytes())

@@ -114,11 +114,11 @@ class JxlCodec(BuiltinCodec):
 
     name = "jxl"
     family = "classical"
-    quality_range = (0.0, 100.0)
-    higher_quality_is_better = True
-    quality_unit = "quality"
-    quality_meaning = "cjxl -q: 0 worst, 90 visually lossless (distance 1), 100 lossless"
-    integer_quality = False
+    rate_range = (0.0, 100.0)
+    higher_rate_is_better = True
+    rate_unit = "quality"
+    rate_meaning = "cjxl -q: 0 worst, 90 visually lossless (distance 1), 100 lossless"
+    integer_rate = False
     file_extension = ".jxl"
 
     def __init__(self, *, effort: int = 7):
@@ -126,7 +126,12 @@ class JxlCodec(BuiltinCodec):
             raise EnhanceError(f"codec {self.name}: effort must be 1..9, got {effort!r}")
         self.effort = effort
 
-    def available(self) -> tuple[bool, str]:
+    @classmethod
+    def recognises(cls, head: bytes) -> bool:
+        return head.startswith(b"\xff\x0a") or head.startswith(b"\x00\x00\x00\x0cJXL \r\n\x87\n")
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
         try:
             import imagecodecs
         except ImportError:
@@ -135,11 +140,11 @@ class JxlCodec(BuiltinCodec):
             return False, "this imagecodecs build has no JPEG XL support; install imagecodecs' PyPI wheel"
         return True, ""
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         self._require_available()
         import imagecodecs
 
-        distance = distance_from_quality(self._checked_quality(quality))
+        distance = distance_from_quality(self._checked_rate(rate))
         pixels = self._checked_image(image)
         if distance == 0:
             return bytes(imagecodecs.jpegxl_encode(pixels, lossless=True, effort=self.effort))

@@ -38,7 +38,7 @@ import numpy as np
 
 from .._compressai import import_compressai
 from ..errors import BadInput, CodecUnavailable, EnhanceError, WeightsError
-from .base import BuiltinCodec, check_pixel_count
+from .base import BuiltinCodec, check_pixel_count, class_or_instance_method
 from ..framing import ByteReader, ByteWriter
 from .rans import CheckedRansDecoder, RansError
 
@@ -120,11 +120,14 @@ class CompressAICodec(BuiltinCodec):
     """
 
     family = "neural"
-    higher_quality_is_better = True
-    quality_unit = "model"
-    quality_meaning = "CompressAI zoo model index: 1 lowest rate, the highest index best"
+    higher_rate_is_better = True
+    rate_unit = "model"
+    rate_meaning = "CompressAI zoo model index: 1 lowest rate, the highest index best"
     file_extension = ".enh"
     needs_container = True
+    # Class-level defaults, so `available()` on the class answers for the default options.
+    weights_lock: str | Path | None = None
+    _model_loader: Callable[[int, str], object] | None = None
 
     def __init__(
         self,
@@ -142,6 +145,7 @@ class CompressAICodec(BuiltinCodec):
         self._model_loader = model_loader
         self._models: dict[tuple[int, str], object] = {}
 
+    @class_or_instance_method
     def available(self) -> tuple[bool, str]:
         """Usable here: CompressAI imports, and (unless a `model_loader` replaces them) some of its weights are local."""
         try:
@@ -152,15 +156,17 @@ class CompressAICodec(BuiltinCodec):
             return True, ""
         return self._weights_available()
 
+    @class_or_instance_method
     def _weights_available(self) -> tuple[bool, str]:
         from .. import weights
 
+        bundle = f"compressai-{self.name}"  # as `weights_bundle`, which the class alone cannot read
         try:
-            rows = [row for row in weights.load_lock(self.weights_lock) if row.bundle == self.weights_bundle]
+            rows = [row for row in weights.load_lock(self.weights_lock) if row.bundle == bundle]
         except WeightsError as error:
             return False, str(error)
         if not rows:
-            return False, f"weights.lock lists no weights for it (bundle {self.weights_bundle})"
+            return False, f"weights.lock lists no weights for it (bundle {bundle})"
         for row in rows:
             if weights.locate(row) is not None:
                 return True, ""
@@ -221,11 +227,11 @@ class CompressAICodec(BuiltinCodec):
             self._models[key] = model
         return self._models[key]
 
-    def encode(self, image: np.ndarray, quality: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float) -> bytes:
         import torch
 
         self._require_available()
-        quality = int(self._checked_quality(quality))
+        quality = int(self._checked_rate(rate))
         pixels = self._checked_image(image)
         height, width = pixels.shape[:2]
         if max(height, width) > MAX_SIDE:
@@ -261,7 +267,7 @@ class CompressAICodec(BuiltinCodec):
         if metric_index >= len(METRICS):
             raise BadInput(f"codec {self.name}: unknown metric index {metric_index}")
         quality = reader.u8("quality")
-        low, high = self.quality_range
+        low, high = self.rate_range
         if not low <= quality <= high:
             raise BadInput(f"codec {self.name}: quality {quality} is outside {low}..{high}")
         width = reader.varint("width", 1, MAX_SIDE)
@@ -292,21 +298,21 @@ class Bmshj2018Hyperprior(CompressAICodec):
     """Ballé et al. 2018, scale hyperprior; qualities 1..8."""
 
     name = "bmshj2018-hyperprior"
-    quality_range = (1, 8)
+    rate_range = (1, 8)
 
 
 class Mbt2018Mean(CompressAICodec):
     """Minnen et al. 2018, mean-scale hyperprior without the context model; qualities 1..8."""
 
     name = "mbt2018-mean"
-    quality_range = (1, 8)
+    rate_range = (1, 8)
 
 
 class Cheng2020Anchor(CompressAICodec):
     """Cheng et al. 2020 anchor (autoregressive context model, slow to decode on CPU); qualities 1..6."""
 
     name = "cheng2020-anchor"
-    quality_range = (1, 6)
+    rate_range = (1, 6)
 
 
 NEURAL_CODECS: tuple[type[CompressAICodec], ...] = (Bmshj2018Hyperprior, Mbt2018Mean, Cheng2020Anchor)

@@ -32,43 +32,25 @@ cannot be read or coded are skipped with their reason; the rest go on.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
+import numpy as np
+
+from ..enhance_one import find_enhancer
 from ..errors import BadInput, CodecUnavailable, EnhanceError, WeightsError
 from ..image import DEFAULT_MAX_PIXELS
 from .cache import ResultCache
-from .run import (
-    Configuration,
-    DatasetImage,
-    Output,
-    ProgressCallback,
-    SetScore,
-    Subject,
-    Work,
-    checked_qualities,
-    checked_step_counts,
-    configurations_for,
-    find_dataset,
-    load_dataset_image,
-    plan_metrics,
-    process_image,
-    resolve_enhancer,
-    score_set,
-    stage_totals,
-)
+from .dataset import DatasetImage, checked_qualities, checked_step_counts, find_dataset, load_dataset_image
+from .output import Output
+from .pipeline import ProgressCallback, Work, process_image
+from .scoring import MetricPlan, plan_metrics
+from .subject import Configuration, Subject, check_names, configurations_for, file_stem
+from .writing import crop_sheet_for, write_results
 
 SUMMARY_FORMAT = "enhance.compare-summary"
 SUMMARY_VERSION = 1
-# Files the comparison writes besides one JSON per configuration.
-RESERVED_STEMS = {"per-image", "bd-rate", "summary", "report"}
-
-
-def file_stem(name: str) -> str:
-    """A name (configuration, metric, image label) as a safe file name stem."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", name).strip("._") or "unnamed"
 
 
 @dataclass
@@ -108,14 +90,16 @@ def compare(
     figures: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: ProgressCallback | None = None,
+    enhancer_name: str = "dirac",
 ) -> Comparison:
     """Compares `codec` at `qualities` with and without the enhancer at each of `steps` over `dataset`.
 
     `steps` defaults to the enhancer's default; for a full generative codec it is the decoder's
-    step counts. `model` is a DIRAC bundle directory (default: $ENHANCE_DIRAC_JPEG for JPEG,
-    else the shipped model for the codec). `consistent` projects enhanced JPEGs onto their
-    quantization constraint set, as `enhance run` does. `metrics` restricts the metrics (names
-    from `enhance.metrics`); `anchor` names the configuration BD-rates are shown against.
+    step counts. `model` is a bundle directory for the enhancer (`enhancer_name`, a registered
+    name; default: $ENHANCE_DIRAC_JPEG for JPEG, else the shipped model for the codec).
+    `consistent` projects enhanced JPEGs onto their quantization constraint set, as
+    `enhance run` does. `metrics` restricts the metrics (names from `enhance.metrics`);
+    `anchor` names the configuration BD-rates are shown against.
     """
     output = Path(output)
     roots = [dataset] if isinstance(dataset, (str, Path)) else list(dataset)
@@ -126,23 +110,49 @@ def compare(
     images = find_dataset(roots)
     subject = Subject(name=codec, options=codec_options)
     subject.check_qualities(qualities)
-    enhancer, enhancer_note = (None, None) if subject.full else resolve_enhancer(codec, model=model, device=device)
-    configurations = configurations_for(subject, enhancer, step_counts, consistent=consistent, enhancer_note=enhancer_note, notes=notes)
-    names = [configuration.name for configuration in configurations]
-    stems = [file_stem(name) for name in names]
-    if len(set(stems)) < len(stems) or set(stems) & RESERVED_STEMS:
-        raise EnhanceError(f"codec {codec!r}: its configuration names {', '.join(names)} clash with each other or the report's files")
-    anchor = anchor or names[0]
-    if anchor not in names:
-        raise EnhanceError(f"--anchor {anchor!r} is not one of the configurations: {', '.join(names)}")
+    found, reason = (None, None) if subject.full else find_enhancer(codec, model=model, name=enhancer_name, device=device)
+    configurations = configurations_for(subject, found, step_counts, consistent=consistent, enhancer_note=reason, notes=notes)
+    anchor = check_names(codec, configurations, anchor)
     plan = plan_metrics(metrics, notes)
-    cache = ResultCache(root=output / "cache")
-    work = Work(subject=subject, enhancer=enhancer, configurations=configurations, qualities=qualities, seed=seed, consistent=consistent, cache=cache)
+    work = Work(
+        subject=subject, enhancer=found, configurations=configurations, qualities=qualities, seed=seed,
+        consistent=consistent, cache=ResultCache(root=output / "cache"),
+    )
+    passed = _every_image(work, images, plan, max_pixels, progress, sheets=output if figures else None)
+    if not passed.images:
+        reasons = "; ".join(f"{label}: {why}" for label, why in passed.skipped)
+        raise BadInput(f"no usable image in {', '.join(map(str, roots))}: {reasons}")
+    settings = _settings(roots, subject, work, found, model, qualities, len(passed.images))
+    written = write_results(
+        output, work, plan, passed.images, passed.originals, passed.outputs, settings=settings, notes=notes,
+        skipped=passed.skipped, anchor=anchor, sheets=passed.sheets if figures else None,
+        summary_header={"format": SUMMARY_FORMAT, "version": SUMMARY_VERSION},
+    )
+    return Comparison(
+        output=output, configurations=configurations, qualities=qualities, results=written.results,
+        outputs=passed.outputs, bd=written.bd, notes=notes, skipped=passed.skipped,
+        cache=work.cache.statistics(), files=written.files,
+    )
 
-    processed: list[DatasetImage] = []
-    outputs: list[Output] = []
-    skipped: list[tuple[str, str]] = []
-    sheets: list[tuple[str, Path]] = []
+
+@dataclass
+class _Pass:
+    """What the per-image pass gave: the images used (and their pixels), outputs, skips, crop sheets."""
+
+    images: list[DatasetImage] = field(default_factory=list)
+    originals: list[np.ndarray] = field(default_factory=list)
+    outputs: list[Output] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    sheets: list[tuple[str, Path]] = field(default_factory=list)  # (label, crop sheet) per image
+
+
+def _every_image(work: Work, images: list[tuple[str, Path]], plan: MetricPlan, max_pixels: int, progress, *, sheets: Path | None) -> _Pass:
+    """Each image through every configuration; an unreadable or uncodable image is skipped, not fatal.
+
+    With `sheets` (the output folder), each image's crop sheet is drawn as soon as it is
+    done, so its outputs need not stay in memory; originals stay only for set metrics.
+    """
+    passed = _Pass()
     for index, (label, path) in enumerate(images):
         if progress is not None:
             progress(index, len(images), label)
@@ -152,127 +162,18 @@ def compare(
         except (CodecUnavailable, WeightsError):
             raise
         except EnhanceError as error:
-            # One unreadable or uncodable image must not cost the whole comparison.
-            skipped.append((label, str(error)))
+            passed.skipped.append((label, str(error)))
             continue
-        processed.append(image)
-        outputs.extend(image_outputs)
-        if figures:
-            sheets.append((label, _crop_sheet(output, index, image, pixels, pictures, image_outputs, configurations, qualities)))
+        passed.images.append(image)
+        if plan.per_set:
+            passed.originals.append(pixels)
+        passed.outputs.extend(image_outputs)
+        if sheets is not None:
+            sheet = crop_sheet_for(sheets, index, image, pixels, pictures, image_outputs, work.configurations, work.qualities)
+            passed.sheets.append((label, sheet))
     if progress is not None:
         progress(len(images), len(images), "")
-    if not processed:
-        raise BadInput(f"no usable image in {', '.join(map(str, roots))}: " + "; ".join(f"{label}: {reason}" for label, reason in skipped))
-
-    set_scores = _score_sets(work, plan, processed, outputs, max_pixels)
-    per_image_metrics = list(plan.per_image)
-    set_metrics = list(plan.per_set)
-    notes += _metric_notes(outputs, set_scores, per_image_metrics)
-
-    from ..image import write_atomic
-    from .tables import bd_table, configuration_results, dump_json, per_image_csv
-
-    results: dict[str, dict] = {}
-    files: dict[str, Path] = {}
-    for configuration in configurations:
-        own = [o for o in outputs if o.configuration == configuration.name]
-        own_sets = [score for (name, _, _), score in set_scores.items() if name == configuration.name]
-        own_values = {(metric, quality): score.value for (name, metric, quality), score in set_scores.items() if name == configuration.name}
-        document = configuration_results(
-            configuration, qualities, own, per_image_metrics, set_metrics, own_values, stage_totals(own, own_sets)
-        )
-        results[configuration.name] = document
-        relative = f"{file_stem(configuration.name)}.json"
-        files[relative] = output / relative
-        dump_json(files[relative], document)
-
-    files["per-image.csv"] = output / "per-image.csv"
-    write_atomic(files["per-image.csv"], per_image_csv(outputs, codec, per_image_metrics))
-    bd = bd_table(results, [*per_image_metrics, *set_metrics], anchor)
-    files["bd-rate.json"] = output / "bd-rate.json"
-    dump_json(files["bd-rate.json"], bd)
-
-    settings = _settings(roots, subject, work, enhancer, model, qualities, len(processed))
-    files["summary.json"] = output / "summary.json"
-    dump_json(
-        files["summary.json"],
-        {
-            "format": SUMMARY_FORMAT,
-            "version": SUMMARY_VERSION,
-            "settings": settings,
-            "notes": notes,
-            "skipped": [{"image": label, "reason": reason} for label, reason in skipped],
-            "configurations": {name: f"{file_stem(name)}.json" for name in names},
-            "cache": cache.statistics(),
-        },
-    )
-    comparison = Comparison(
-        output=output, configurations=configurations, qualities=qualities, results=results, outputs=outputs, bd=bd,
-        notes=notes, skipped=skipped, cache=cache.statistics(), files=files,
-    )
-    if figures:
-        _write_figures(comparison, settings, [*per_image_metrics, *set_metrics], sheets)
-    return comparison
-
-
-def _crop_sheet(output: Path, index: int, image: DatasetImage, pixels, pictures, image_outputs, configurations, qualities) -> Path:
-    from .figures import crop_sheet
-
-    captions = {}
-    for o in image_outputs:
-        psnr = o.metrics.get("psnr-rgb")
-        detail = f", {psnr:.2f} dB" if psnr is not None else ""
-        captions[o.configuration, o.quality] = f"{o.configuration} q{o.quality}\n{o.bpp:.3f} bpp{detail}"
-    path = output / "crops" / f"{index:04d}_{file_stem(str(PurePosixPath(image.label).with_suffix('')))}.png"
-    crop_sheet(path, image.label, pixels, pictures, captions, [c.name for c in configurations], qualities)
-    return path
-
-
-def _score_sets(work: Work, plan, processed: list[DatasetImage], outputs: list[Output], max_pixels: int):
-    """Set metrics for every configuration and quality: {(configuration, metric, quality): score}."""
-    set_scores: dict[tuple[str, str, object], SetScore] = {}
-    if not plan.per_set:
-        return set_scores
-    originals = []
-    for image in processed:
-        reloaded, pixels = load_dataset_image(image.label, image.path, max_pixels)
-        if reloaded.content != image.content:
-            raise BadInput(f"{image.path}: the file changed while the comparison ran")
-        originals.append(pixels)
-    shapes = {image.label: image.shape for image in processed}
-    contents = [image.content for image in processed]
-
-    def load(o: Output):
-        pixels = work.cache.read_image(o.cache_kind, o.cache_key, shapes[o.image])
-        if pixels is None:
-            raise EnhanceError(f"{work.cache.root}: the cached output for {o.image} vanished while the comparison ran")
-        return pixels
-
-    order = {image.label: position for position, image in enumerate(processed)}
-    for configuration in work.configurations:
-        for quality in work.qualities:
-            chosen = sorted(
-                (o for o in outputs if o.configuration == configuration.name and o.quality == quality), key=lambda o: order[o.image]
-            )
-            for name, metric in plan.per_set.items():
-                set_scores[configuration.name, name, quality] = score_set(name, metric, originals, chosen, load, contents, work.cache)
-    return set_scores
-
-
-def _metric_notes(outputs: list[Output], set_scores: dict, per_image_metrics: list[str]) -> list[str]:
-    notes = []
-    total = len({o.image for o in outputs})
-    for name in per_image_metrics:
-        failed = [o for o in outputs if o.metrics.get(name) is None and name in o.metric_reasons]
-        if failed:
-            images = len({o.image for o in failed})
-            notes.append(f"{name}: not computed for {images} of {total} images ({failed[0].metric_reasons[name]})")
-    reasons: dict[str, str] = {}
-    for (_, name, _), score in set_scores.items():
-        if score.value is None and score.reason:
-            reasons.setdefault(name, score.reason)
-    notes += [f"{name}: not computed ({reason})" for name, reason in reasons.items()]
-    return notes
+    return passed
 
 
 def _settings(roots, subject: Subject, work: Work, enhancer, model, qualities, image_count: int) -> dict[str, str]:
@@ -284,47 +185,12 @@ def _settings(roots, subject: Subject, work: Work, enhancer, model, qualities, i
         "seed": str(work.seed),
     }
     if enhancer is not None:
-        settings["enhancer"] = f"DIRAC {enhancer.identity}" + (f" from {model}" if model is not None else "")
+        settings["enhancer"] = f"{enhancer.name.upper()} {enhancer.identity}" + (f" from {model}" if model is not None else "")
         settings["steps"] = ", ".join(str(c.steps) for c in work.configurations if c.kind == "enhanced")
         settings["JPEG consistency projection"] = "on" if work.consistent else "off"
     elif subject.full:
         settings["steps"] = ", ".join(str(c.steps) if c.steps is not None else "default" for c in work.configurations)
     return settings
-
-
-def _write_figures(comparison: Comparison, settings: dict[str, str], metric_names: list[str], sheets: list[tuple[str, Path]]) -> None:
-    from .figures import rate_plot
-    from .report import write_report
-
-    output = comparison.output
-    plots: dict[str, str] = {}
-    for metric in metric_names:
-        curves = {
-            name: (document["results"]["bpp"], document["results"][metric])
-            for name, document in comparison.results.items()
-        }
-        if all(value is None for _, values in curves.values() for value in values):
-            continue
-        path = output / "plots" / f"{file_stem(metric)}.png"
-        rate_plot(path, metric, curves, comparison.qualities)
-        plots[metric] = path.relative_to(output).as_posix()
-    data_files = {relative: path.relative_to(output).as_posix() for relative, path in comparison.files.items()}
-    comparison.files.update({relative: output / relative for relative in plots.values()})
-    comparison.files["report.html"] = output / "report.html"
-    write_report(
-        comparison.files["report.html"],
-        title=f"enhance compare: {settings['codec']}",
-        settings=settings,
-        notes=comparison.notes,
-        skipped=comparison.skipped,
-        results=comparison.results,
-        metrics=metric_names,
-        bd=comparison.bd,
-        plots=plots,
-        sheets=[(label, path.relative_to(output).as_posix()) for label, path in sheets],
-        files=data_files,
-    )
-    comparison.files.update({path.relative_to(output).as_posix(): path for _, path in sheets})
 
 
 __all__ = ["Comparison", "Configuration", "Output", "compare", "file_stem"]

@@ -77,7 +77,17 @@ def write_report(
         parts += [f'<li class="note">skipped {_text(label)}: {_text(reason)}</li>' for label, reason in skipped]
         parts.append("</ul>")
 
-    parts.append("<h2>Results</h2>")
+    parts += _results_section(results, metrics)
+    parts += _bd_section(bd)
+    parts += _figures_section(plots, sheets)
+    parts.append("<h2>Files</h2><ul>")
+    parts += [f'<li><a href="{_link(relative)}">{_text(caption)}</a></li>' for caption, relative in files.items()]
+    parts.append("</ul></body></html>")
+    write_atomic(path, ("\n".join(parts) + "\n").encode())
+
+
+def _results_section(results: dict[str, dict], metrics: list[str]) -> list[str]:
+    parts = ["<h2>Results</h2>"]
     for name, document in results.items():
         values = document["results"]
         columns = [key for key in ["bpp", *metrics, "encoding_time", "decoding_time", "enhancement_time"] if key in values]
@@ -87,7 +97,11 @@ def write_report(
             for index, quality in enumerate(values["quality"])
         ]
         parts.append(_table(["quality", *map(_text, columns)], rows))
+    return parts
 
+
+def _bd_section(bd: dict) -> list[str]:
+    parts = []
     anchor = bd["anchor"]
     parts.append(f"<h2>BD-rate against {_text(anchor)}</h2>")
     parts.append(
@@ -98,7 +112,11 @@ def write_report(
     for test, entries in bd["pairs"][anchor].items():
         rows.append([_text(test)] + [_number(entries[metric]["bd-rate"], 3) for metric in bd["metrics"]])
     parts.append(_table(["configuration", *map(_text, bd["metrics"])], rows))
+    return parts
 
+
+def _figures_section(plots: dict[str, str], sheets: list[tuple[str, str]]) -> list[str]:
+    parts = []
     if plots:
         parts.append('<h2>Rate against quality</h2><div class="plots">')
         parts += [
@@ -110,7 +128,4 @@ def write_report(
         parts.append("<h2>Crops</h2>")
         for label, relative in sheets:
             parts.append(f'<h3>{_text(label)}</h3><a href="{_link(relative)}"><img src="{_link(relative)}" alt="{_text(label)}"></a>')
-    parts.append("<h2>Files</h2><ul>")
-    parts += [f'<li><a href="{_link(relative)}">{_text(caption)}</a></li>' for caption, relative in files.items()]
-    parts.append("</ul></body></html>")
-    write_atomic(path, ("\n".join(parts) + "\n").encode())
+    return parts

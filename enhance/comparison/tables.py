@@ -27,7 +27,8 @@ from ..errors import BadInput
 from ..image import write_atomic
 from ..metrics import GOAL, bd_metric, bd_rate
 from .meter import StageTotals
-from .run import Configuration, Output
+from .output import Output
+from .subject import Configuration
 
 RESULTS_FORMAT = "enhance.compare-results"
 BD_FORMAT = "enhance.compare-bd"

@@ -27,8 +27,11 @@ def bundle_directory(codec: str) -> Path:
     return config.parent
 
 
-def load_enhancer(codec: str = "jpeg", *, bundle: Path | None = None, device=None, dtype=None, tile: int | None = None):
-    """A ready `DiracEnhancer`: the default trained bundle for `codec`, or the bundle directory given."""
+def load_dirac(codec: str = "jpeg", *, bundle: Path | None = None, device=None, dtype=None, tile: int | None = None):
+    """A ready `DiracEnhancer` (the "dirac" enhancer's factory): the default trained bundle for `codec`, or the bundle given.
+
+    Applications get enhancers through `enhance.enhance_one.load_enhancer`, which finds this by name in the registry.
+    """
     from .dirac import DiracEnhancer
 
     directory = Path(bundle) if bundle is not None else bundle_directory(codec)

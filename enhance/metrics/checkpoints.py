@@ -11,9 +11,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..errors import WeightsError
+from ..weights import load_exact  # noqa: F401  (the package's one strict loader, used by the metrics)
 
 
 def load_checkpoint(path: Path | str) -> dict[str, torch.Tensor]:
@@ -40,29 +40,3 @@ def take_unused(
             raise WeightsError(f"{path}: tensor {key!r} has shape {tuple(remaining[key].shape)}, expected {shape}")
         del remaining[key]
     return remaining
-
-
-def load_exact(module: nn.Module, state: Mapping[str, torch.Tensor], source: str) -> None:
-    """`module.load_state_dict(state, strict=True)` with a WeightsError naming `source`.
-
-    BatchNorm's `num_batches_tracked` counter may be absent: files saved before PyTorch 0.4.1
-    lack it, PyTorch itself accepts that, and the counter does nothing in eval mode.
-    """
-    expected = module.state_dict()
-    state = dict(state)
-    for key, value in expected.items():
-        if key.endswith(".num_batches_tracked"):
-            state.setdefault(key, value)
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    misshapen = sorted(key for key in set(expected) & set(state) if expected[key].shape != state[key].shape)
-    if missing or unexpected or misshapen:
-        details = []
-        if missing:
-            details.append(f"missing {missing[:5]}{' ...' if len(missing) > 5 else ''}")
-        if unexpected:
-            details.append(f"unexpected {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}")
-        if misshapen:
-            details.append(f"wrong shape {misshapen[:5]}{' ...' if len(misshapen) > 5 else ''}")
-        raise WeightsError(f"{source}: weights do not match {type(module).__name__}: {'; '.join(details)}")
-    module.load_state_dict(state, strict=True)

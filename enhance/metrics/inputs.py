@@ -7,14 +7,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..errors import BadInput
+from ..image import checked_rgb
 
 
 def check_image(image: np.ndarray, what: str) -> np.ndarray:
-    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        described = (
-            f"{image.dtype} array of shape {image.shape}" if isinstance(image, np.ndarray) else type(image).__name__
-        )
-        raise BadInput(f"{what}: expected a uint8 HxWx3 array, got {described}")
+    checked_rgb(image, what)
     if image.shape[0] == 0 or image.shape[1] == 0:
         raise BadInput(f"{what}: the image is empty ({image.shape[0]}x{image.shape[1]})")
     return image

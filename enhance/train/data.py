@@ -2,32 +2,13 @@
 
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp"}
-
-
-def find_images(roots: list[Path]) -> list[Path]:
-    found: list[Path] = []
-    for root in roots:
-        root = Path(root)
-        if root.is_file():
-            found.append(root)
-            continue
-        if not root.is_dir():
-            raise FileNotFoundError(f"{root}: no such file or directory")
-        for dirpath, dirnames, filenames in os.walk(root):
-            dirnames.sort()
-            found.extend(Path(dirpath) / f for f in sorted(filenames) if Path(f).suffix.lower() in IMAGE_SUFFIXES)
-    if not found:
-        raise FileNotFoundError(f"no images under {', '.join(map(str, roots))}")
-    return found
+from ..image import find_images  # noqa: F401  (train/latents.py imports it from here)
 
 
 def load_rgb(path: Path) -> np.ndarray:
@@ -56,19 +37,19 @@ class JpegDegradation:
         return int(rng.integers(self.quality_min, self.quality_max + 1))
 
     def degrade(self, image: np.ndarray, quality: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-        """Returns (target, decoded), both uint8 HxWx3; greyscale makes both grey."""
+        """Returns (target, decoded), both uint8 HxWx3; greyscale makes both grey.
+
+        The JPEG is made by the codec adapter (`enhance.codecs.pillow.JpegCodec`), as at inference.
+        """
+        from ..codecs.pillow import JpegCodec
+
         if rng.random() < self.greyscale_share:
-            grey = Image.fromarray(image).convert("L")
-            target = np.repeat(np.asarray(grey)[..., None], 3, axis=2)
-            pil, options = grey, {}
-        else:
-            target = image
-            pil = Image.fromarray(image)
-            options = {"subsampling": 2 if rng.random() < self.subsampling_420_share else 0}
-        buffer = io.BytesIO()
-        pil.save(buffer, format="JPEG", quality=quality, **options)
-        with Image.open(io.BytesIO(buffer.getvalue())) as decoded:
-            return target, np.asarray(decoded.convert("RGB"))
+            grey = np.asarray(Image.fromarray(image).convert("L"))
+            target = np.repeat(grey[..., None], 3, axis=2)
+            codec = JpegCodec()
+            return target, codec.decode(codec.encode_greyscale(grey, quality))
+        codec = JpegCodec(subsampling="4:2:0" if rng.random() < self.subsampling_420_share else "4:4:4")
+        return image, codec.decode(codec.encode(image, quality))
 
 
 DEGRADATIONS = {"jpeg": JpegDegradation}

@@ -8,7 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..enhancers.dirac.config import DiracConfig, Thresholds
-from .data import DEGRADATIONS, CropSampler, find_images
+from ..image import find_images
+from .data import DEGRADATIONS, CropSampler
 
 DEFAULT_RATES = {"jpeg": (5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90)}
 

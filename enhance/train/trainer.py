@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import time
 from contextlib import contextmanager
@@ -19,9 +18,11 @@ from pathlib import Path
 from typing import Callable, Iterator, Protocol
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+from safetensors.torch import save as safetensors_bytes
 
 from ..errors import EnhanceError
+from ..image import write_atomic
 
 CHECKPOINT_FORMAT = "enhance.checkpoint"
 CHECKPOINT_VERSION = 1
@@ -73,19 +74,23 @@ class TrainerOptions:
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
-    """Writes a safetensors file so that a reader sees the old file or the complete new one."""
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    save_file({k: v.detach().contiguous() for k, v in tensors.items()}, str(temporary), metadata=metadata)
-    with open(temporary, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    """Writes a safetensors file so that a reader sees the old file or the complete new one (`write_atomic`)."""
+    data = safetensors_bytes({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    write_atomic(Path(path), data)
 
 
-def read_checkpoint_metadata(path: Path, kind: str) -> dict[str, str]:
+def read_checkpoint_metadata(path: Path, kind: str, legacy_formats: tuple[str, ...] = ()) -> dict[str, str]:
+    """A checkpoint's metadata, refused unless it is this version's and of `kind`.
+
+    `legacy_formats` are the formats a task's checkpoints had before the Trainer (same
+    tensor layout, no `kind`); their metadata is read as this kind's.
+    """
     from safetensors import safe_open
 
     with safe_open(str(path), framework="pt") as handle:
         metadata = handle.metadata() or {}
+    if metadata.get("format") in legacy_formats and metadata.get("version") == "1" and "kind" not in metadata:
+        metadata = {**metadata, "format": CHECKPOINT_FORMAT, "version": str(CHECKPOINT_VERSION), "kind": kind}
     if metadata.get("format") != CHECKPOINT_FORMAT or metadata.get("version") != str(CHECKPOINT_VERSION):
         raise EnhanceError(f"{path}: not a version {CHECKPOINT_VERSION} enhance checkpoint")
     if metadata.get("kind") != kind:
@@ -115,6 +120,8 @@ class Trainer:
         self.out = Path(options.out)
         self.checkpoint = self.out / "checkpoint.safetensors"
         self.step = 0
+        # Optional on a task: checkpoint formats it wrote before the Trainer (see `read_checkpoint_metadata`).
+        self._legacy_formats = tuple(getattr(task, "legacy_checkpoint_formats", ()))
 
     def run(self) -> Path:
         """Trains (resuming from `out` if a checkpoint is there); returns the EMA bundle's directory."""
@@ -131,7 +138,7 @@ class Trainer:
     def _prepare(self) -> None:
         config = self.task.config
         if self.checkpoint.exists():
-            stored = json.loads(read_checkpoint_metadata(self.checkpoint, self.task.kind)["config"])
+            stored = json.loads(read_checkpoint_metadata(self.checkpoint, self.task.kind, self._legacy_formats)["config"])
             config = self.task.resume_config(stored) if hasattr(self.task, "resume_config") else stored
             if config != self.task.config and not hasattr(self.task, "resume_config"):
                 raise EnhanceError(f"{self.checkpoint}: this run trains {stored}, not the model asked for ({self.task.config})")
@@ -229,7 +236,7 @@ class Trainer:
         atomic_save(tensors, self.checkpoint, metadata)
 
     def _load_checkpoint(self) -> None:
-        metadata = read_checkpoint_metadata(self.checkpoint, self.task.kind)
+        metadata = read_checkpoint_metadata(self.checkpoint, self.task.kind, self._legacy_formats)
         tensors = load_file(str(self.checkpoint), device=str(self.device))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)

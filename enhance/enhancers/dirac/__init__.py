@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...image import checked_rgb
 from ...tiling import Tile, apply_tiled, noise_field
 from .config import BundleError, DiracConfig, RateSpec, Thresholds
 from .model import DiracUNet, DiracUNetConfig
@@ -69,14 +70,18 @@ class DiracEnhancer:
     def default_steps(self) -> int:
         return self.config.default_steps
 
+    @property
+    def step_range(self) -> tuple[int, int]:
+        """The step counts this model samples with: 1 up to its schedule's length."""
+        return 1, self.config.schedule.schedule_steps
+
     def enhance(self, decoded: np.ndarray, *, rate: float | None, steps: int | None = None, seed: int = 0) -> np.ndarray:
         steps = steps if steps is not None else self.default_steps
         return self.enhance_stops(decoded, rate=rate, stops=[steps], seed=seed)[steps]
 
     def enhance_stops(self, decoded: np.ndarray, *, rate: float | None, stops: list[int], seed: int = 0) -> dict[int, np.ndarray]:
         """Outputs after each of `stops` steps of one sampling trajectory, from one run."""
-        if decoded.dtype != np.uint8 or decoded.ndim != 3 or decoded.shape[2] != 3:
-            raise ValueError("decoded must be a uint8 HxWx3 array")
+        checked_rgb(decoded, "decoded", error=ValueError)
         stops = sorted(set(stops))
         for steps in stops:
             self.pipeline.check_steps(steps)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ...errors import EnhanceError
+from ...errors import WeightsError
 from .model import DiracUNetConfig
 from .scheduler import ScheduleConfig
 
@@ -22,7 +22,7 @@ FORMAT = "enhance.dirac"
 FORMAT_VERSION = 1
 
 
-class BundleError(EnhanceError, ValueError):
+class BundleError(WeightsError, ValueError):
     """A DIRAC bundle that cannot be used, with the path and the reason."""
 
 

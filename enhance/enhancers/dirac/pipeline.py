@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file
 
+from ...weights import load_exact, load_safetensors
 from .config import BundleError, DiracConfig
 from .model import DiracUNet
 from .scheduler import LateStartDDIM
@@ -17,34 +17,19 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def default_dtype(device: torch.device) -> torch.dtype:
-    # bf16 runs on AMX/AVX512-BF16 CPUs and on every CUDA GPU this targets; the
-    # benchmark measures its PSNR cost (under 0.01 dB for the shipped model).
-    return torch.bfloat16
+# bf16 on every device: it runs on AMX/AVX512-BF16 CPUs and on every CUDA GPU this
+# targets; the benchmark measures its PSNR cost (under 0.01 dB for the shipped model).
+DEFAULT_DTYPE = torch.bfloat16
 
 
 def load_state_dict_strict(model: torch.nn.Module, path: Path, *, new_modules: tuple[str, ...] = ()) -> None:
-    """Loads safetensors weights that must match the model exactly.
+    """Loads a bundle's safetensors weights, which must match the model exactly (`enhance.weights.load_exact`).
 
     `new_modules` names module prefixes the file may lack (a trained model grown by a
     stage that starts as the identity); they keep their initialisation.
     """
-    try:
-        state = load_file(str(path))
-    except Exception as error:  # safetensors raises several types for bad files
-        raise BundleError(f"{path}: not a readable safetensors file ({error})") from None
-    expected = model.state_dict()
-    missing = sorted(k for k in set(expected) - set(state) if not k.startswith(new_modules))
-    unexpected = sorted(set(state) - set(expected))
-    if missing or unexpected:
-        raise BundleError(f"{path}: weights do not match the config (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
-            raise BundleError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(expected[name].shape)}")
-        # A changed byte in a float can make it NaN or infinite, which turns every output black.
-        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise BundleError(f"{path}: {name} holds non-finite values (NaN or infinity): the file is damaged or tampered with")
-    model.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, strict=not new_modules)
+    state = load_safetensors(path, error=BundleError)
+    load_exact(model, state, str(path), new_modules=new_modules, error=BundleError)
 
 
 class DiracPipeline:
@@ -53,7 +38,7 @@ class DiracPipeline:
     def __init__(self, model: DiracUNet, config: DiracConfig, device=None, dtype=None):
         self.config = config
         self.device = torch.device(device) if device is not None else default_device()
-        self.dtype = dtype or default_dtype(self.device)
+        self.dtype = dtype or DEFAULT_DTYPE
         self.model = model.to(device=self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
         self.schedule = LateStartDDIM(config.schedule)
 

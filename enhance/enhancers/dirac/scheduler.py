@@ -75,9 +75,6 @@ class LateStartDDIM:
         alpha_bar = self.alphas_cumprod[int(self.timesteps[0])]
         return float((1 - alpha_bar).sqrt())
 
-    def add_noise(self, residual: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
-        return self.scheduler.add_noise(residual, noise, timesteps)
-
     def step(self, predicted_residual: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor, generator=None):
         """One DDIM step (eta=0) from `sample` at `timestep`, given the clipped x0 prediction."""
         return self.scheduler.step(predicted_residual, timestep, sample, eta=0.0, generator=generator).prev_sample

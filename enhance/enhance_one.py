@@ -1,0 +1,245 @@
+"""Enhancing one image: the single road that `run`, the viewer hook and `compare` all take.
+
+Everything about one image is decided here, once:
+
+- **What the file says about itself** (`CodedImage`): the base codec whose format the bytes
+  are in, and for a JPEG its headers parsed once (`enhance.jpeg.inspect_jpeg`: tables,
+  quality, subsampling, colour space); its DCT coefficients are read on first use, from
+  the file itself when it is one.
+- **The rate** the enhancer is conditioned on: for a JPEG, the IJG quality estimated from
+  its tables (what a receiver knows); for other codecs the rate the caller knows.
+- **The consistency projection**: only onto a JPEG's own coefficients, and only for
+  YCbCr and greyscale JPEGs (CMYK, YCCK and RGB files constrain other planes); a JPEG
+  that cannot be projected is enhanced without it, with a note saying so.
+- **Orientation**: pixels are enhanced as stored and turned for display once, after.
+- **The model**: an enhancer from the registry (`dirac` unless named), trained for the
+  codec: the bundle directory given, else `$ENHANCE_DIRAC_JPEG` for JPEG, else the
+  shipped model.
+
+Nothing here knows about archives, caches or reports; those stay with their applications.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import registry
+from .consistency import PROJECTABLE_COLOUR_SPACES, project_to_jpeg
+from .errors import BadInput, EnhanceError
+from .image import DEFAULT_MAX_PIXELS, Metadata, apply_orientation, decode_image
+from .jpeg import DctCoefficients, JpegInfo, inspect_jpeg, read_dct_coefficients
+
+# A bundle directory to use instead of the shipped JPEG model (as `--model` does).
+MODEL_ENV = "ENHANCE_DIRAC_JPEG"
+DEFAULT_ENHANCER = "dirac"
+
+
+# --- what the file says ------------------------------------------------------------
+
+
+@dataclass
+class CodedImage:
+    """A coded image's bytes and what they say about how they were coded, read once."""
+
+    data: bytes
+    codec: str | None  # the base codec whose own format `data` is in; None if none recognises it
+    jpeg: JpegInfo | None  # the parsed headers, for a JPEG
+    rate: float | None  # the rate a receiver knows: a JPEG's estimated quality, else what the caller said
+    path: Path | None = None  # the file holding `data`, when there is one
+
+    @classmethod
+    def read(cls, data: bytes, *, path: Path | str | None = None, rate: float | None = None) -> "CodedImage":
+        """Parses `data` once. `rate` is used for codecs whose files do not say it (all but JPEG)."""
+        codec = registry.native_codec(data)
+        jpeg = None
+        if codec == "jpeg":
+            try:
+                jpeg = inspect_jpeg(data)
+            except BadInput as error:
+                raise BadInput(_named(error, path)) from None
+            rate = float(jpeg.estimated_quality)
+        return cls(data=bytes(data), codec=codec, jpeg=jpeg, rate=rate, path=Path(path) if path is not None else None)
+
+    @functools.cached_property
+    def coefficients(self) -> DctCoefficients:
+        """The JPEG's quantized DCT coefficients (libjpeg reads the file itself when there is one)."""
+        if self.jpeg is None:
+            raise BadInput("JPEG-consistent output needs the JPEG file itself")
+        source = self.path if self.path is not None and self.path.is_file() else self.data
+        return read_dct_coefficients(source, info=self.jpeg)
+
+
+def _named(error: Exception, path: Path | str | None) -> str:
+    # The JPEG parsers see bytes, not the file: name it here.
+    message = str(error)
+    return message if path is None or str(path) in message else f"{path}: {message}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What enhancing one coded image does: the rate it is conditioned on, and whether it is projected."""
+
+    rate: float | None
+    project: bool
+    note: str | None = None
+
+
+def plan(coded: CodedImage, *, consistent: bool) -> Plan:
+    """The rate and the projection for `coded`; see the module docstring.
+
+    `consistent` asks for the JPEG consistency projection: a file that is not a JPEG
+    cannot have it (BadInput); a JPEG whose planes are not YCbCr or grey is enhanced
+    without it, with a note.
+    """
+    if not consistent:
+        return Plan(rate=coded.rate, project=False)
+    if coded.jpeg is None:
+        raise BadInput("JPEG-consistent output needs the JPEG file itself")
+    colour_space = coded.jpeg.colour_space
+    if colour_space not in PROJECTABLE_COLOUR_SPACES:
+        return Plan(coded.rate, False, f"{colour_space} JPEG: enhanced without the JPEG consistency projection")
+    return Plan(rate=coded.rate, project=True)
+
+
+# --- the model ---------------------------------------------------------------------
+
+
+def model_setting(model: Path | str | None, codec: str = "jpeg") -> str | None:
+    """The bundle directory to use: `model`, else $ENHANCE_DIRAC_JPEG for JPEG, else None (the shipped model)."""
+    if model is not None:
+        return str(model)
+    return (os.environ.get(MODEL_ENV) or None) if codec == "jpeg" else None
+
+
+def load_enhancer(
+    codec: str = "jpeg",
+    *,
+    model: Path | str | None = None,
+    name: str = DEFAULT_ENHANCER,
+    device: str | None = None,
+    tile: int | None = None,
+    steps: int | None = None,
+):
+    """The enhancer `name` from the registry, trained for `codec` (the bundle: see `model_setting`).
+
+    An enhancer factory is called with `codec` and those of `bundle`, `device` and `tile`
+    that are set. `tile` and `steps` are checked here, so a bad value stops a run before
+    its first file instead of failing every file.
+    """
+    from .tiling import plan_tiles
+
+    bundle = model_setting(model, codec)
+    options = {"bundle": Path(bundle) if bundle is not None else None, "device": device, "tile": tile}
+    enhancer = registry.create("enhancer", name, codec=codec, **{k: v for k, v in options.items() if v is not None})
+    tile_size = getattr(enhancer, "tile", None)
+    if tile_size is not None:
+        try:
+            plan_tiles(tile_size, tile_size, tile_size, getattr(enhancer, "overlap", 0))
+        except ValueError as error:
+            raise EnhanceError(f"--tile {tile_size}: {error}") from None
+    check_steps(enhancer, steps)
+    return enhancer
+
+
+def find_enhancer(codec: str, *, model: Path | str | None = None, name: str = DEFAULT_ENHANCER, device: str | None = None):
+    """(enhancer, None), or (None, why there is none) for a codec with no trained enhancer.
+
+    A codec with a shipped model (JPEG) must load it: a missing or broken bundle raises.
+    """
+    from .enhancers import DEFAULT_BUNDLES
+
+    shipped = name == DEFAULT_ENHANCER and codec in DEFAULT_BUNDLES
+    if model_setting(model, codec) is None and name == DEFAULT_ENHANCER and not shipped:
+        return None, f"no trained enhancer for codec {codec!r} (trained: {', '.join(sorted(DEFAULT_BUNDLES))})"
+    try:
+        return load_enhancer(codec, model=model, name=name, device=device), None
+    except EnhanceError as error:
+        if shipped:
+            raise
+        return None, f"no enhancer for codec {codec!r}: {error}"
+
+
+def check_steps(enhancer, steps: int | None) -> None:
+    """A step count outside the enhancer's `step_range` is the user's error to fix."""
+    if steps is None:
+        return
+    low, high = enhancer.step_range
+    if not low <= steps <= high:
+        raise EnhanceError(f"--steps {steps}: steps must lie in {low}..{high} for this model")
+
+
+# --- enhancing -----------------------------------------------------------------------
+
+
+def enhance_stops(decoded: np.ndarray, plan: Plan, *, enhancer, stops: list[int], seed: int = 0) -> dict[int, np.ndarray]:
+    """{steps: pixels} after each of `stops` steps of one trajectory, before any projection."""
+    return enhancer.enhance_stops(decoded, rate=plan.rate, stops=stops, seed=seed)
+
+
+def project(pixels: np.ndarray, coded: CodedImage, plan: Plan) -> np.ndarray:
+    """`pixels` projected onto the file's quantization constraint set when the plan says so."""
+    if not plan.project:
+        return pixels
+    return project_to_jpeg(pixels, coded.coefficients)
+
+
+def enhance_decoded(
+    decoded: np.ndarray, coded: CodedImage, *, enhancer, steps: int | None = None, seed: int = 0, consistent: bool = False
+) -> np.ndarray:
+    """Enhances decoded pixels (uint8 HxWx3, as stored) of `coded`, projected when asked and possible."""
+    return _enhanced(decoded, coded, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)[0]
+
+
+def _enhanced(decoded, coded: CodedImage, *, enhancer, steps, seed, consistent) -> tuple[np.ndarray, Plan]:
+    chosen = plan(coded, consistent=consistent)
+    pixels = enhancer.enhance(decoded, rate=chosen.rate, steps=steps, seed=seed)
+    return project(pixels, coded, chosen), chosen
+
+
+@dataclass(frozen=True)
+class Enhanced:
+    """One enhanced image file, ready to be written with its metadata."""
+
+    pixels: np.ndarray  # uint8 HxWx3, oriented for display
+    greyscale: bool
+    metadata: Metadata  # the file's metadata, orientation reset for the turned pixels
+    note: str | None = None
+
+
+def enhance_bytes(
+    data: bytes,
+    *,
+    path: Path | str,
+    enhancer,
+    steps: int | None = None,
+    seed: int = 0,
+    consistent: bool = False,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+) -> Enhanced:
+    """Enhances an image file's bytes (`path` names it) and turns the result for display, once.
+
+    Only files that say their own rate can be enhanced: a JPEG, whose quality the model
+    is conditioned on. Anything else fails with that reason rather than at a guessed rate.
+    """
+    loaded = decode_image(data, path=path, max_pixels=max_pixels)
+    if loaded.format != "JPEG":
+        raise BadInput(
+            f"{loaded.path}: a {loaded.format} image, not a JPEG; the JPEG enhancer is conditioned on the quality "
+            "read from a JPEG file's quantization tables"
+        )
+    coded = CodedImage.read(data, path=path)
+    try:
+        pixels, chosen = _enhanced(loaded.pixels, coded, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
+    except BadInput as error:
+        raise BadInput(_named(error, path)) from None
+    return Enhanced(
+        pixels=apply_orientation(pixels, loaded.orientation),
+        greyscale=loaded.greyscale,
+        metadata=loaded.metadata.for_oriented_pixels(),
+        note=chosen.note,
+    )

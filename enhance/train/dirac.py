@@ -1,0 +1,221 @@
+"""The DIRAC task: what `enhance train` trains, on the reusable `Trainer` (`enhance.train.trainer`).
+
+The Trainer owns the run (checkpoint and resume, EMA, time budget, SIGTERM/SIGINT, the
+JSON-lines log, validation); this module says what DIRAC learns: from a decoded crop and
+noise, the residual to the original crop, with a share of samples at the first sampling
+step (the fidelity mode, from noise alone). Crops are degraded on the fly by the codec
+adapters (`enhance.train.data`), as at inference.
+
+Checkpoints written before the Trainer existed (format "enhance.dirac.checkpoint") resume
+unchanged: the tensors are laid out alike, and the Trainer accepts the old metadata.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from safetensors.torch import save as safetensors_bytes
+
+from ..enhancers.dirac.config import DiracConfig
+from ..enhancers.dirac.model import DiracUNet, DiracUNetConfig
+from ..enhancers.dirac.pipeline import DiracPipeline, load_state_dict_strict
+from ..enhancers.dirac.scheduler import LateStartDDIM
+from ..errors import EnhanceError
+from ..image import find_images, write_atomic
+from ..metrics.psnr import psnr_rgb
+from .data import DEGRADATIONS, CropSampler, load_rgb
+from .trainer import Trainer, TrainerOptions
+
+# The metadata format of checkpoints from before the Trainer; they resume as "dirac" ones.
+LEGACY_CHECKPOINT_FORMAT = "enhance.dirac.checkpoint"
+
+
+@dataclass
+class TrainOptions:
+    codec: str
+    data: list[Path]
+    out: Path
+    val: list[Path] | None = None
+    steps: int = 100_000
+    minutes: float | None = None
+    batch: int = 16
+    crop: int = 128
+    lr: float = 2e-4
+    warmup: int = 500
+    ema_decay: float = 0.999
+    # Share of samples drawn at the first sampling timestep: that step alone is the
+    # fidelity mode, so it gets more than its uniform share of training.
+    start_step_share: float = 0.25
+    seed: int = 0
+    device: str | None = None
+    log_every: int = 50
+    val_every: int = 1000
+    checkpoint_every: int = 250
+    val_quality: int = 10
+    val_images: int = 12
+    model: DiracUNetConfig | None = None
+    # Without a checkpoint in `out`, start from these bundle weights (fresh optimiser):
+    # how a run continues on a machine that kept only the committed bundle.
+    init_from: Path | None = None
+
+    def trainer_options(self) -> TrainerOptions:
+        return TrainerOptions(
+            out=Path(self.out), steps=self.steps, minutes=self.minutes, lr=self.lr, warmup=self.warmup,
+            ema_decay=self.ema_decay, log_every=self.log_every, val_every=self.val_every,
+            checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device,
+        )
+
+
+def save_bundle(directory: Path, model: DiracUNet, config: DiracConfig, dtype=torch.float16) -> None:
+    """A loadable bundle: config.json plus half-precision weights (half the size, same output in bf16)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    config.save(directory / "config.json")
+    tensors = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
+    metadata = {"format": "enhance.dirac.weights", "version": "1"}
+    write_atomic(directory / "model.safetensors", safetensors_bytes(tensors, metadata=metadata))
+
+
+def to_unit(images: np.ndarray, device) -> torch.Tensor:
+    """uint8 NxHxWx3 -> float NCHW in [-1, 1]."""
+    tensor = torch.from_numpy(np.array(images, copy=True)).to(device)
+    return tensor.permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+class Validator:
+    """PSNR of 1-step enhancement on held-out images at one quality, against the codec."""
+
+    def __init__(self, paths: list[Path], degradation, quality: int, limit: int):
+        rng = np.random.default_rng(0)
+        self.quality = quality
+        self.pairs = []
+        for path in paths[:limit]:
+            image = load_rgb(path)
+            height, width = (s - s % 16 for s in image.shape[:2])
+            image = np.ascontiguousarray(image[:height, :width])
+            # Force colour 4:2:0 (the common case) for a stable curve across runs.
+            original = replace(degradation, greyscale_share=0.0, subsampling_420_share=1.0)
+            target, decoded = original.degrade(image, quality, rng)
+            self.pairs.append((target, decoded))
+
+    def __call__(self, pipeline: DiracPipeline) -> dict:
+        base, enhanced = [], []
+        generator = torch.Generator().manual_seed(0)
+        for target, decoded in self.pairs:
+            x_hat = to_unit(decoded[None], pipeline.device)
+            noise = torch.randn(x_hat.shape, generator=generator)
+            residual = pipeline.residual(x_hat, noise, rate=self.quality, steps=1)
+            out = ((x_hat + residual).clamp(-1, 1).add(1).mul(127.5)).round().byte()
+            out = out[0].permute(1, 2, 0).cpu().numpy()
+            base.append(psnr_rgb(target, decoded))
+            enhanced.append(psnr_rgb(target, out))
+        return {"quality": self.quality, "psnr_base": float(np.mean(base)), "psnr_enhanced": float(np.mean(enhanced))}
+
+
+def _grown_config(options: TrainOptions) -> tuple[DiracConfig, tuple[str, ...]]:
+    """The `init_from` bundle's config, grown by a refinement stage when `options.model` asks (and the new modules)."""
+    config = DiracConfig.load(Path(options.init_from) / "config.json")
+    if options.model is None or options.model == config.model:
+        return config, ()
+    if replace(options.model, refine_channels=0) != config.model or config.model.refine_channels:
+        raise EnhanceError(
+            f"{options.init_from}: a bundle can only be grown by a refinement stage; its model is {config.model.to_dict()}"
+        )
+    return replace(config, model=options.model), ("refiner.",)
+
+
+class DiracTask:
+    """The DIRAC residual-diffusion objective as a `TrainingTask`."""
+
+    kind = "dirac"
+    legacy_checkpoint_formats = (LEGACY_CHECKPOINT_FORMAT,)
+
+    def __init__(self, options: TrainOptions, log: Callable[[str], None] = print):
+        if options.codec not in DEGRADATIONS:
+            raise ValueError(f"no training degradation for codec {options.codec!r}; known: {sorted(DEGRADATIONS)}")
+        self.options = options
+        self.checkpoint = Path(options.out) / "checkpoint.safetensors"
+        self.dirac = DiracConfig(codec=options.codec, model=options.model or DiracUNetConfig())
+        self.new_modules: tuple[str, ...] = ()
+        self.init_from = options.init_from if not self.checkpoint.exists() else None
+        if self.init_from is not None:
+            self.dirac, self.new_modules = _grown_config(options)
+            log(f"initialised from {options.init_from}")
+        self.config = self.dirac.to_dict()
+        degradation = DEGRADATIONS[options.codec]()
+        log(f"loading training images from {', '.join(map(str, options.data))}")
+        self.sampler = CropSampler(find_images(options.data), options.crop, degradation, seed=options.seed)
+        self.validator = None
+        if options.val:
+            self.validator = Validator(find_images(options.val), degradation, options.val_quality, options.val_images)
+        self._next_step: int | None = None
+        self._set_schedule()
+
+    def _set_schedule(self) -> None:
+        schedule = LateStartDDIM(self.dirac.schedule)
+        self.alphas = schedule.alphas_cumprod
+        self.t_first = int(schedule.timesteps[0])
+
+    def resume_config(self, stored: dict) -> dict:
+        """A resume trains the run's own model: built from the checkpoint's config; asking for another is refused."""
+        config = DiracConfig.from_dict(stored)
+        if self.options.model is not None and self.options.model != config.model:
+            raise EnhanceError(f"{self.checkpoint}: this run trains the model {config.model.to_dict()}, not the one asked for")
+        self.dirac, self.init_from = config, None
+        self._set_schedule()
+        return stored
+
+    def build(self, config: dict) -> DiracUNet:
+        model = DiracUNet(DiracConfig.from_dict(config).model)
+        if self.init_from is not None:
+            load_state_dict_strict(model, Path(self.init_from) / "model.safetensors", new_modules=self.new_modules)
+        return model.to(memory_format=torch.channels_last)
+
+    def _noised(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(noisy residual, timesteps): a share at the first sampling step, from noise alone."""
+        n, device = residual.shape[0], residual.device
+        t = torch.randint(0, self.t_first, (n,), device=device)
+        at_start = torch.rand(n, device=device) < self.options.start_step_share
+        t = torch.where(at_start, torch.full_like(t, self.t_first), t)
+        alpha = self.alphas.to(device)[t].view(-1, 1, 1, 1)
+        # Sampling starts from noise alone (the residual is unknown), so the first step is
+        # trained on exactly that; at 20% of the schedule a scaled residual would still
+        # show through the noise and the model would learn to rely on it.
+        signal_scale = torch.where(at_start.view(-1, 1, 1, 1), torch.zeros_like(alpha), alpha.sqrt())
+        return signal_scale * residual + (1 - alpha).sqrt() * torch.randn_like(residual), t
+
+    def loss(self, model: DiracUNet, step: int) -> tuple[torch.Tensor, dict[str, float]]:
+        if self._next_step != step:
+            # Reseeded where a run (re)starts, so a resumed run draws batches it has not seen.
+            self.sampler.set_state(self.options.seed, step)
+        self._next_step = step + 1
+        device = next(model.parameters()).device
+        targets, decoded, rates = self.sampler.batch(self.options.batch)
+        x, x_hat = to_unit(targets, device), to_unit(decoded, device)
+        residual = (x - x_hat) * self.dirac.residual_scale
+        noisy, t = self._noised(residual)
+        rate_input = None
+        if self.dirac.rate is not None:
+            rate_input = torch.tensor([self.dirac.rate.normalise(r) for r in rates], device=device, dtype=torch.float32)
+        channels_last = torch.channels_last
+        prediction = model(noisy.contiguous(memory_format=channels_last), x_hat.contiguous(memory_format=channels_last), t, rate_input)
+        return torch.mean((prediction.float() - residual) ** 2), {}
+
+    def validate(self, model: DiracUNet) -> dict:
+        if self.validator is None:
+            return {}
+        copy = DiracUNet(self.dirac.model)
+        copy.load_state_dict(model.state_dict())
+        return self.validator(DiracPipeline(copy, self.dirac, device=next(model.parameters()).device))
+
+    def save_bundle(self, model: DiracUNet, directory: Path) -> None:
+        save_bundle(directory, model, self.dirac)
+
+
+def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:
+    """Trains (or resumes) a DIRAC model; returns the bundle directory of the EMA weights."""
+    Path(options.out).mkdir(parents=True, exist_ok=True)
+    return Trainer(DiracTask(options, log=log), options.trainer_options(), log=log).run()

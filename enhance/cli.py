@@ -259,6 +259,38 @@ def _run_progress(stack):
     return advance
 
 
+@app.command("train-latent")
+def train_latent(
+    model: str = typer.Argument(..., help="What to train: prior, or a plugin's trainer (latent-diffusion, perco)."),
+    data: list[Path] = typer.Option(..., "--data", help="Training image folders (repeatable)."),
+    out: Path = typer.Option(..., "--out", help="Run directory: checkpoint, log and bundle; resumes if present."),
+    val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation image folders (repeatable)."),
+    cache: Optional[Path] = typer.Option(None, "--cache", help="Latent cache folder (default: OUT/../latents-AUTOENCODER)."),
+    prior: Optional[Path] = typer.Option(None, "--prior", help="Prior bundle folder the codec is built on."),
+    autoencoder: str = typer.Option("taef2", "--autoencoder"),
+    steps: int = typer.Option(100_000, help="Stop at this optimiser step."),
+    minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this much wall time."),
+    batch: int = typer.Option(16),
+    crop: int = typer.Option(32, help="Latent crop side (x8 pixels for TAEF2)."),
+    lr: float = typer.Option(2e-4),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
+    seed: int = typer.Option(0),
+    init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
+) -> None:
+    """Train (or resume) a model over cached latents: the latent prior, or a latent codec's networks."""
+    from .train.latent_request import LatentTrainingRequest, cached_latents, train_latent_model
+    from .train.trainer import TrainerOptions
+
+    cache = cache or out.parent / f"latents-{autoencoder}"
+    request = LatentTrainingRequest(
+        latent_files=cached_latents(data, cache, autoencoder, log=typer.echo),
+        val_files=cached_latents(val or [], cache.with_name(cache.name + "-val"), autoencoder, log=typer.echo),
+        autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from,
+    )
+    options = TrainerOptions(out=out, steps=steps, minutes=minutes, lr=lr, device=device, seed=seed)
+    typer.echo(f"bundle: {train_latent_model(model, request, options, log=typer.echo)}")
+
+
 @app.command("run")
 def run_command(
     inputs: list[Path] = typer.Argument(..., help="JPEG files or folders (searched recursively)."),

@@ -32,7 +32,13 @@ from pathlib import Path
 
 from .errors import CodecUnavailable
 
-KINDS = {"codec": "enhance.codecs", "enhancer": "enhance.enhancers", "full_codec": "enhance.full_codecs"}
+KINDS = {
+    "codec": "enhance.codecs",
+    "enhancer": "enhance.enhancers",
+    "full_codec": "enhance.full_codecs",
+    # latent-model training tasks: factory(LatentTrainingRequest) -> enhance.train.trainer.TrainingTask
+    "trainer": "enhance.trainers",
+}
 # A plugin's own weights.lock: the entry point loads its package (the lock is the package's
 # `weights.lock`), a path, or a callable returning the path. A plugin class's
 # `weights_lock` attribute (a path) does the same.
@@ -60,6 +66,10 @@ def _builtins(kind: str) -> dict[str, Callable]:
         from .enhancers import load_dirac
 
         return {"dirac": load_dirac}
+    if kind == "trainer":
+        from .train.prior import make_task
+
+        return {"prior": make_task}
     return {}
 
 

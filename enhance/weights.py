@@ -517,3 +517,14 @@ def load_exact(module, state, source: str, *, new_modules: tuple[str, ...] = (),
         if tensor.is_floating_point() and not bool(tensor.isfinite().all()):
             raise error(f"{source}: {key} holds non-finite values (NaN or infinity): the file is damaged or tampered with")
     module.load_state_dict({key: value.to(expected[key].dtype) for key, value in state.items()}, strict=not new_modules)
+
+
+def load_file_exact(module, path: Path | str) -> None:
+    """Loads a safetensors file into `module` through `load_exact` (no key, shape or value may be off)."""
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types on damaged files
+        raise WeightsError(f"{path}: not a readable safetensors file ({error})") from None
+    load_exact(module, tensors, str(path))

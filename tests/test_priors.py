@@ -98,7 +98,7 @@ def test_a_bundle_with_a_missing_tensor_is_refused(latent_files, tmp_path):
     tensors = load_file(str(weights))
     tensors.pop(sorted(tensors)[0])
     save_file(tensors, str(weights))
-    with pytest.raises(WeightsError, match="keys do not match"):
+    with pytest.raises(WeightsError, match="weights do not match"):
         LatentPrior.from_pretrained(out / "bundle")
 
 

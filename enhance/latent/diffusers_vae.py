@@ -42,7 +42,7 @@ class DiffusersVAE(nn.Module):
     def from_pretrained(cls, directory: Path | str, *, device="cpu", dtype=torch.float32) -> "DiffusersVAE":
         from diffusers import AutoencoderKL
 
-        from ..priors.prior import load_strict
+        from ..weights import load_file_exact
 
         directory = Path(directory)
         try:
@@ -51,5 +51,5 @@ class DiffusersVAE(nn.Module):
             vae = AutoencoderKL.from_config(config)
         except (OSError, ValueError, TypeError) as error:
             raise WeightsError(f"{directory / 'config.json'}: not a diffusers AutoencoderKL config ({error})") from None
-        load_strict(vae, directory / "diffusion_pytorch_model.safetensors")
+        load_file_exact(vae, directory / "diffusion_pytorch_model.safetensors")
         return cls(vae).to(device=device, dtype=dtype).eval().requires_grad_(False)

@@ -108,15 +108,13 @@ class TAEF2(nn.Module):
     @classmethod
     def from_pretrained(cls, directory: Path | str, *, device="cpu", dtype=torch.float32) -> "TAEF2":
         """Loads `config.json`, `encoder.safetensors` and `decoder.safetensors` from `directory`, strictly."""
-        from ..weights import load_safetensors
+        from ..weights import load_file_exact
 
         directory = Path(directory)
         config = _read_config(directory / "config.json")
         model = cls(latent_channels=config["latent_channels"])
         for half in ("encoder", "decoder"):
-            module = getattr(model, half)
-            tensors = load_safetensors(directory / f"{half}.safetensors", module.state_dict().keys())
-            module.load_state_dict({key: value.float() for key, value in tensors.items()}, strict=True)
+            load_file_exact(getattr(model, half), directory / f"{half}.safetensors")
         return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 

@@ -12,6 +12,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..latent.padding import pad_to_multiple
+from ..weights import load_file_exact
 
 FORMAT = "enhance.latent-prior"
 VERSION = 1
@@ -177,7 +178,7 @@ class LatentPrior(nn.Module):
         directory = Path(directory)
         config = PriorConfig.from_dict(_read_json(directory / "prior.json"), str(directory / "prior.json"))
         unet = build_unet(_read_json(directory / "unet" / "config.json"), str(directory / "unet" / "config.json"))
-        load_strict(unet, directory / "unet" / "diffusion_pytorch_model.safetensors")
+        load_file_exact(unet, directory / "unet" / "diffusion_pytorch_model.safetensors")
         scheduler_config = _read_json(directory / "scheduler" / "scheduler_config.json")
         context = None
         if (directory / "conditioning.safetensors").exists():
@@ -199,16 +200,6 @@ def build_unet(config: dict, where: str = "unet config") -> nn.Module:
         return unet_class.from_config(config)
     except (TypeError, ValueError, KeyError) as error:
         raise WeightsError(f"{where}: cannot build {unet_class.__name__} ({error})") from None
-
-
-def load_strict(module: nn.Module, path: Path) -> None:
-    from ..weights import load_safetensors
-
-    tensors = load_safetensors(path, module.state_dict().keys())
-    for key, value in tensors.items():
-        if value.is_floating_point() and not torch.isfinite(value).all():
-            raise WeightsError(f"{path}: tensor {key} holds non-finite values")
-    module.load_state_dict({k: v.float() for k, v in tensors.items()}, strict=True)
 
 
 def alphas_from_scheduler(config: dict) -> torch.Tensor:

@@ -14,7 +14,8 @@ import torch
 
 from ..errors import EnhanceError
 
-from ..priors.prior import LatentPrior, PriorConfig, build_unet, load_strict
+from ..priors.prior import LatentPrior, PriorConfig, build_unet
+from ..weights import load_file_exact
 from .latents import LatentCropSampler
 
 SCHEDULER = {
@@ -77,7 +78,7 @@ class PriorTask:
         prior_config = PriorConfig.from_dict(config["prior"], "prior task config")
         prior = LatentPrior(build_unet(config["unet"]), config["scheduler"], prior_config)
         if self.options.init_from is not None:
-            load_strict(prior.unet, Path(self.options.init_from) / "unet" / "diffusion_pytorch_model.safetensors")
+            load_file_exact(prior.unet, Path(self.options.init_from) / "unet" / "diffusion_pytorch_model.safetensors")
         return prior
 
     def resume_config(self, stored: dict) -> dict:
@@ -131,3 +132,13 @@ class PriorTask:
 
     def save_bundle(self, model: LatentPrior, directory: Path) -> None:
         model.save_pretrained(directory)
+
+
+def make_task(request) -> PriorTask:
+    """The `prior` trainer of `enhance train-latent` (a `LatentTrainingRequest`)."""
+    return PriorTask(
+        PriorTaskOptions(
+            latent_files=request.latent_files, val_files=request.val_files, autoencoder=request.autoencoder,
+            crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
+        )
+    )

@@ -152,11 +152,11 @@ def load_parts(directory: Path, device) -> tuple:
     """(config, trained model, autoencoder, prior) of a codec bundle folder."""
     from enhance.latent import autoencoder_from_directory, load_autoencoder
     from enhance.priors import LatentPrior, load_prior
-    from enhance.priors.prior import load_strict
+    from enhance.weights import load_file_exact
 
     config = CodecConfig.load(directory / "codec.json")
     model = LatentDiffusionCodecModel(config)
-    load_strict(model, directory / "model.safetensors")
+    load_file_exact(model, directory / "model.safetensors")
     model.to(device).eval().requires_grad_(False)
     autoencoder = _component(directory, config.autoencoder, lambda d: autoencoder_from_directory(d, device=device), lambda n: load_autoencoder(n, device=device))
     prior = _component(directory, config.prior, lambda d: LatentPrior.from_pretrained(d, device=device), lambda n: load_prior(n, device=device))

@@ -19,7 +19,7 @@ class CodecConfig:
 
     autoencoder: str = "taef2"
     prior: str = "prior-taef2"
-    lambdas: list[float] = field(default_factory=lambda: [0.25 * 2**k for k in range(8)])
+    lambdas: list[float] = field(default_factory=lambda: [0.015 * 2**k for k in range(8)])
     latent_channels: int = 32
     hyper_channels: int = 32
     hyper_width: int = 128

@@ -49,9 +49,9 @@ class CodecTask:
     def build(self, config: dict) -> LatentDiffusionCodecModel:
         model = LatentDiffusionCodecModel(CodecConfig.from_dict(config, "codec task config"))
         if self.options.init_from is not None:
-            from enhance.priors.prior import load_strict
+            from enhance.weights import load_file_exact
 
-            load_strict(model, Path(self.options.init_from) / "model.safetensors")
+            load_file_exact(model, Path(self.options.init_from) / "model.safetensors")
         return model
 
     def _normalised(self, batch: torch.Tensor, device) -> torch.Tensor:
@@ -91,3 +91,17 @@ class CodecTask:
         model.hyperprior.density.freeze_tables()
         CodecConfig.from_dict(self.config, "codec task config").save(directory / "codec.json")
         atomic_save(dict(model.state_dict()), directory / "model.safetensors", {"format": "enhance.latent-diffusion-codec.weights", "version": "1"})
+
+
+def make_task(request) -> CodecTask:
+    """The `latent-diffusion` trainer of `enhance train-latent` (needs `--prior`)."""
+    from enhance.errors import EnhanceError
+
+    if request.prior is None:
+        raise EnhanceError("latent-diffusion trains on a frozen prior: give --prior BUNDLE_DIR")
+    return CodecTask(
+        CodecTaskOptions(
+            latent_files=request.latent_files, val_files=request.val_files, prior=request.prior,
+            crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
+        )
+    )

@@ -168,12 +168,12 @@ def load_parts(directory: Path, device) -> tuple:
     """(config, model, autoencoder) of a PerCo bundle folder: perco.json, model.safetensors, decoder/."""
     from enhance.latent import autoencoder_from_directory, load_autoencoder
     from enhance.priors import LatentPrior
-    from enhance.priors.prior import load_strict
+    from enhance.weights import load_file_exact
 
     config = PercoConfig.load(directory / "perco.json")
     decoder = LatentPrior.from_pretrained(directory / "decoder", device=device)
     model = PercoModel(config, decoder)
-    load_strict(_EncoderSide(model), directory / "model.safetensors")
+    load_file_exact(_EncoderSide(model), directory / "model.safetensors")
     model.to(device).eval().requires_grad_(False)
     if (directory / config.autoencoder).is_dir():
         autoencoder = autoencoder_from_directory(directory / config.autoencoder, device=device)

@@ -51,11 +51,11 @@ class PercoTask:
     def build(self, config: dict) -> PercoModel:
         perco_config = PercoConfig.from_dict(config, "perco task config")
         if self.options.init_from is not None:
-            from enhance.priors.prior import load_strict
+            from enhance.weights import load_file_exact
 
             decoder = LatentPrior.from_pretrained(Path(self.options.init_from) / "decoder")
             model = PercoModel(perco_config, decoder)
-            load_strict(_EncoderSide(model), Path(self.options.init_from) / "model.safetensors")
+            load_file_exact(_EncoderSide(model), Path(self.options.init_from) / "model.safetensors")
         else:
             model = PercoModel(perco_config, extend_prior(LatentPrior.from_pretrained(self.options.prior), perco_config.code_dim))
         return model.train().requires_grad_(True)
@@ -110,3 +110,17 @@ class PercoTask:
         PercoConfig.from_dict(self.config, "perco task config").save(directory / "perco.json")
         atomic_save(dict(_EncoderSide(model).state_dict()), directory / "model.safetensors", {"format": "enhance.perco.weights", "version": "1"})
         model.decoder.save_pretrained(directory / "decoder")
+
+
+def make_task(request) -> PercoTask:
+    """The `perco` trainer of `enhance train-latent` (its decoder starts from `--prior`)."""
+    from enhance.errors import EnhanceError
+
+    if request.prior is None and request.init_from is None:
+        raise EnhanceError("perco fine-tunes a prior: give --prior BUNDLE_DIR (or --init-from a PerCo bundle)")
+    return PercoTask(
+        PercoTaskOptions(
+            latent_files=request.latent_files, val_files=request.val_files, prior=request.prior,
+            crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
+        )
+    )

@@ -8,6 +8,12 @@ import pytest
 from enhance.errors import EnhanceError
 from enhance_latent_diffusion import LatentDiffusionCodec
 from enhance_latent_diffusion import bitstream
+from ldm_bundle import make_bundle
+
+
+@pytest.fixture(scope="module")
+def codec_bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("latent-diffusion") / "bundle")
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:

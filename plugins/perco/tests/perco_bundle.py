@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from enhance.priors import LatentPrior, PriorConfig
@@ -44,7 +43,3 @@ def make_bundle(directory: Path, seed: int = 0, guidance: float = 2.0) -> Path:
     model.decoder.save_pretrained(directory / "decoder")
     return directory
 
-
-@pytest.fixture(scope="session")
-def perco_bundle(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("perco") / "bundle")

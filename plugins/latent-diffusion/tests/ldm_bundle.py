@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-import pytest
 import torch
 
 from enhance.priors import LatentPrior, PriorConfig
@@ -43,7 +42,3 @@ def make_bundle(directory: Path, levels: int = 6, seed: int = 0) -> Path:
     atomic_save(dict(model.state_dict()), directory / "model.safetensors", {"format": "test"})
     return directory
 
-
-@pytest.fixture(scope="session")
-def codec_bundle(tmp_path_factory) -> Path:
-    return make_bundle(tmp_path_factory.mktemp("latent-diffusion") / "bundle")

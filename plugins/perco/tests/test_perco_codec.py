@@ -8,6 +8,12 @@ import pytest
 from enhance.errors import EnhanceError
 from enhance_perco import PercoCodec
 from enhance_perco.config import PercoConfig
+from perco_bundle import make_bundle
+
+
+@pytest.fixture(scope="module")
+def perco_bundle(tmp_path_factory):
+    return make_bundle(tmp_path_factory.mktemp("perco") / "bundle")
 
 
 def photo(height: int, width: int, seed: int = 0) -> np.ndarray:

@@ -1,0 +1,48 @@
+"""What `enhance train-latent` hands a latent-model trainer: cached latents and where things are.
+
+Every latent model (our prior, the latent-diffusion codec, PerCo) trains on the same cached
+latents of the training photos; the trainer named on the command line (built in, or a
+plugin's `enhance.trainers` entry point) turns this request into a `TrainingTask`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .. import registry
+from .latents import cache_latents
+from .trainer import Trainer, TrainerOptions
+
+DEFAULT_MAX_SIDE = 640
+
+
+@dataclass
+class LatentTrainingRequest:
+    latent_files: list[Path]
+    val_files: list[Path]
+    autoencoder: str = "taef2"
+    prior: Path | None = None  # a prior bundle folder, for the codecs built on one
+    crop: int = 32
+    batch: int = 16
+    seed: int = 0
+    init_from: Path | None = None
+
+
+def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=print) -> list[Path]:
+    """The latent cache files of every image under `roots`, encoding what is not cached yet."""
+    from ..latent import load_autoencoder
+
+    if not roots:
+        return []
+    dtype = torch.bfloat16 if not torch.cuda.is_available() else torch.float16
+    model = load_autoencoder(autoencoder, device="cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
+    return cache_latents(model, roots, cache, max_side=DEFAULT_MAX_SIDE, log=log)
+
+
+def train_latent_model(name: str, request: LatentTrainingRequest, options: TrainerOptions, *, log=print) -> Path:
+    """Trains (or resumes) the latent model `name`; returns its bundle folder."""
+    task = registry.factory("trainer", name)(request)
+    return Trainer(task, options, log=log).run()

@@ -1,0 +1,57 @@
+"""`enhance train-latent`: latents cached once, the prior trained and resumed, plugin trainers found."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+from PIL import Image
+from typer.testing import CliRunner
+
+from enhance.cli import app
+from enhance.train.prior import PriorTask
+
+
+def write_photos(folder, count=3, size=(72, 88)):
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(folder / f"p{index}.png")
+
+
+def test_prior_trains_from_images_and_resumes(tmp_path, monkeypatch):
+    tiny = {"widths": (8, 16, 16)}
+    original = PriorTask.__init__
+
+    def small(self, options):
+        options.widths = tiny["widths"]
+        original(self, options)
+        self.config["unet"]["norm_num_groups"] = 4
+        self.config["unet"]["attention_head_dim"] = 8
+
+    monkeypatch.setattr(PriorTask, "__init__", small)
+    write_photos(tmp_path / "data")
+    write_photos(tmp_path / "val", count=1)
+    out = tmp_path / "runs" / "prior"
+    arguments = ["train-latent", "prior", "--data", str(tmp_path / "data"), "--val", str(tmp_path / "val"),
+                 "--out", str(out), "--crop", "4", "--batch", "2"]
+    result = CliRunner().invoke(app, [*arguments, "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    cache = tmp_path / "runs" / "latents-taef2"
+    assert len(list(cache.glob("*.safetensors"))) == 3
+    mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")}
+    result = CliRunner().invoke(app, [*arguments, "--steps", "3"])
+    assert result.exit_code == 0, result.output
+    assert "resumed from" in result.output
+    assert {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")} == mtimes  # encoded once
+    steps = [json.loads(line)["step"] for line in (out / "train.jsonl").read_text().splitlines()]
+    assert max(steps) == 3
+    assert (out / "bundle" / "prior.json").is_file()
+
+
+def test_an_unknown_trainer_is_a_clear_error(tmp_path):
+    write_photos(tmp_path / "data", count=1)
+    result = CliRunner().invoke(app, ["train-latent", "nonesuch", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0
+    assert "nonesuch" in result.output

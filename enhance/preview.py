@@ -25,7 +25,7 @@ its tables give) and the size it will be shown at:
   decoded, not enhanced: the cheapest network pass at full size costs about 1.5 s per
   megapixel on the 2-core development CPU, before the model is even loaded.
 
-`FastPlan.reason` says what was done and why; the viewer puts it in `image.info["enhance"]`.
+`FastPlan.reason` says what was done and why; the viewer puts it in `image.info["enhance_fast"]`.
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ FAST_STEPS = 1  # the fidelity end: one network evaluation
 FAST_MAX_PIXELS = 1 << 20  # 1 MP: one step here costs about 1.5 s on the 2-core CPU (bench/results/speed.json)
 FAST_MAX_QUALITY = 90  # the model is trained on qualities 5..90 (its card)
 
-INFO_KEY = "enhance"  # where `open` records FastPlan.reason in a PIL image's info
+INFO_KEY = "enhance_fast"  # where `open` records FastPlan.reason in a PIL image's info
 
 
 @dataclass(frozen=True)

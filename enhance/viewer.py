@@ -139,7 +139,7 @@ def open(path: Path | str, *, size: int | None = None, **options) -> Image.Image
     By default, and with `size` (the largest side the viewer shows, the image fitted
     inside size x size), it is the fast mode of `enhance.preview`: enhanced at 1 step only
     when that is quick and shows, else decoded (DCT-scaled to `size`) without the model;
-    `info["enhance"]` says which. `steps` without `size` enhances at full size as asked.
+    `info["enhance_fast"]` says which. `steps` without `size` enhances at full size as asked.
     """
     fast, options, reason = _fast(path, size, options)
     if fast is not None:

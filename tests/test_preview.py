@@ -125,7 +125,7 @@ def test_the_thumbnail_of_a_large_jpeg_is_a_dct_scaled_decode_without_the_model(
     assert thumbnail.size == (128, 96)
     np.testing.assert_array_equal(np.asarray(thumbnail), np.asarray(expected))
     assert not cache_dir.exists()  # nothing enhanced, nothing cached
-    assert "decoded at 1/8" in enhance.open(photo, size=128).info["enhance"]
+    assert "decoded at 1/8" in enhance.open(photo, size=128).info["enhance_fast"]
 
 
 def test_the_thumbnailer_command_on_a_large_jpeg_loads_neither_torch_nor_weights(tmp_path):
@@ -148,7 +148,7 @@ def test_a_small_jpeg_thumbnail_is_enhanced_at_one_step(tmp_path, tiny_bundle, c
     out = viewer.write_thumbnail(photo, tmp_path / "thumb.png", 32, model=tiny_bundle)
     assert steps_used == [1]
     whole = enhance.open(photo, model=tiny_bundle)  # the default: the same plan at full size, from the cache
-    assert steps_used == [1] and whole.size == (40, 60) and whole.info["enhance"].startswith("enhanced")
+    assert steps_used == [1] and whole.size == (40, 60) and whole.info["enhance_fast"].startswith("enhanced")
     whole.thumbnail((32, 32), Image.Resampling.LANCZOS)
     np.testing.assert_array_equal(np.asarray(Image.open(out)), np.asarray(whole))
     np.testing.assert_array_equal(enhance.open_array(photo, model=tiny_bundle, size=32), np.asarray(whole))
@@ -163,7 +163,7 @@ def test_every_jpeg_variant_has_a_scaled_preview(tmp_path, kind, cache_dir, no_m
     full = Image.fromarray(apply_orientation(loaded.pixels, loaded.orientation))
     full.thumbnail((16, 16), Image.Resampling.LANCZOS)
     assert image.size == full.size and image.mode == ("L" if kind == "grey" else "RGB")
-    assert "decoded at 1/4" in image.info["enhance"]
+    assert "decoded at 1/4" in image.info["enhance_fast"]
     difference = np.abs(np.asarray(image.convert("RGB"), float) - np.asarray(full, float)).mean()
     assert difference < 12, difference  # the same picture (colour spaces and orientation handled alike)
     assert enhance.open_array(photo, size=16).shape == (full.size[1], full.size[0], 3)
@@ -178,7 +178,7 @@ def test_the_viewer_default_returns_a_large_jpeg_whole_and_decoded(tmp_path, mon
     photo.write_bytes(make_jpeg("icc", 40, 56))
     image = enhance.open(photo)
     loaded = decode_image(photo.read_bytes(), path=photo)
-    assert image.size == (56, 40) and "pass steps=" in image.info["enhance"]
+    assert image.size == (56, 40) and "pass steps=" in image.info["enhance_fast"]
     np.testing.assert_array_equal(np.asarray(image), loaded.pixels)
     assert image.info["icc_profile"] == loaded.metadata.icc_profile and image.info["exif"]
     np.testing.assert_array_equal(enhance.open_array(photo), loaded.pixels)

@@ -140,8 +140,14 @@ def read_file(path: Path | str) -> bytes:
         raise BadInput(f"{path}: cannot be read ({error.strerror or error})") from None
 
 
-def decode_image(data: bytes, *, path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:
-    """As `load_image`, for a file's bytes already read; `path` names the file in errors."""
+def decode_image(data: bytes, *, path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, scale: int = 1) -> LoadedImage:
+    """As `load_image`, for a file's bytes already read; `path` names the file in errors.
+
+    `scale` 2, 4 or 8 asks libjpeg for a DCT-scaled decode of a JPEG (`Image.draft`): each
+    side 1/scale as long, rounded up, decoded from fewer coefficients and so much faster.
+    Such pixels are a preview, not what a JPEG enhancer is trained on (see `enhance.preview`).
+    Other formats, and JPEGs libjpeg cannot scale, decode at full size; compare `pixels.shape`.
+    """
     path = Path(path)
     if not data:
         raise BadInput(f"{path}: empty file (0 bytes)")
@@ -151,6 +157,8 @@ def decode_image(data: bytes, *, path: Path | str, max_pixels: int | None = DEFA
         image = limits.open_with_pillow(data)
         width, height = image.size
         limits.check_pixels(width, height, str(path), limit)
+        if scale > 1:
+            image.draft(image.mode, (max(1, width // scale), max(1, height // scale)))
         image.load()
     except BadInput:
         raise

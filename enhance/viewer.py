@@ -28,9 +28,10 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .enhance_one import DEFAULT_ENHANCER, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
+from .enhance_one import DEFAULT_ENHANCER, CodedImage, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput
-from .image import DEFAULT_MAX_PIXELS, encode_image, read_file, write_atomic
+from .image import DEFAULT_MAX_PIXELS, _icc_colour_space, encode_image, read_file, write_atomic
+from .preview import INFO_KEY, decoded, fit, plan_for
 
 CACHE_VERSION = 1
 THUMBNAILER_FILE = "enhance.thumbnailer"
@@ -102,18 +103,67 @@ def enhanced_png(path: Path | str, *, cache: bool = True, **options) -> bytes:
     return png
 
 
-def open(path: Path | str, **options) -> Image.Image:
-    """The enhanced JPEG as a loaded PIL image ("RGB", or "L" for greyscale files); ICC, EXIF and XMP are in `.info`.
+def _fast(path: Path | str, size: int | None, options: dict) -> tuple[Enhanced | None, dict, str | None]:
+    """The fast modes' plan (`enhance.preview.fast_plan`) for `open` and `open_array`.
 
-    Takes `enhanced_png`'s options (steps, seed, consistent, model, device, tile, cache).
+    (the image decoded, when the plan does not enhance it; the options for the enhancing
+    path, with the plan's steps; the plan's reason). Steps named at full size are the
+    caller's choice: no plan, enhanced as asked.
     """
-    image = Image.open(io.BytesIO(enhanced_png(path, **options)))
-    image.load()
+    if size is None and options.get("steps") is not None:
+        return None, options, None
+    coded = CodedImage.read(read_file(path), path=path)
+    chosen = plan_for(coded, size, steps=options.get("steps"))  # BadInput for what is not a JPEG, before any model
+    if not chosen.enhance:
+        return decoded(coded, chosen, size, max_pixels=options.get("max_pixels", DEFAULT_MAX_PIXELS)), options, chosen.reason
+    return None, {**options, "steps": chosen.steps}, chosen.reason
+
+
+def _pil(enhanced: Enhanced) -> Image.Image:
+    # As the PNG path gives it: "L" for greyscale, ICC only when it describes the pixels.
+    pixels = enhanced.pixels[..., 0] if enhanced.greyscale else enhanced.pixels
+    image = Image.fromarray(np.ascontiguousarray(pixels), "L" if enhanced.greyscale else "RGB")
+    metadata = enhanced.metadata
+    if metadata.icc_profile and _icc_colour_space(metadata.icc_profile) == (b"GRAY" if enhanced.greyscale else b"RGB "):
+        image.info["icc_profile"] = metadata.icc_profile
+    for key, value in (("exif", metadata.exif), ("xmp", metadata.xmp)):
+        if value:
+            image.info[key] = value
     return image
 
 
-def open_array(path: Path | str, *, cache: bool = True, **options) -> np.ndarray:
-    """The enhanced JPEG as uint8 HxWx3 RGB, oriented for display (no PNG round trip unless the cache is written)."""
+def open(path: Path | str, *, size: int | None = None, **options) -> Image.Image:
+    """The enhanced JPEG as a loaded PIL image ("RGB", or "L" for greyscale files); ICC, EXIF and XMP are in `.info`.
+
+    Takes `enhanced_png`'s options (steps, seed, consistent, model, device, tile, cache).
+    By default, and with `size` (the largest side the viewer shows, the image fitted
+    inside size x size), it is the fast mode of `enhance.preview`: enhanced at 1 step only
+    when that is quick and shows, else decoded (DCT-scaled to `size`) without the model;
+    `info["enhance_fast"]` says which. `steps` without `size` enhances at full size as asked.
+    """
+    fast, options, reason = _fast(path, size, options)
+    if fast is not None:
+        image = _pil(fast)
+    else:
+        image = Image.open(io.BytesIO(enhanced_png(path, **options)))
+        image.load()
+        if size is not None:
+            image.thumbnail((size, size), Image.Resampling.LANCZOS)
+    if reason is not None:
+        image.info[INFO_KEY] = reason
+    return image
+
+
+def open_array(path: Path | str, *, cache: bool = True, size: int | None = None, **options) -> np.ndarray:
+    """The enhanced JPEG as uint8 HxWx3 RGB, oriented for display (no PNG round trip unless the cache is written).
+
+    `size` and the default fast mode as for `open`.
+    """
+    fast, options, _ = _fast(path, size, options)
+    if fast is not None:
+        return fast.pixels
+    if size is not None:
+        return fit(open_array(path, cache=cache, **options), size)  # options name the plan's steps
     entry, png, enhanced = _cached_or_enhanced(path, cache=cache, **options)
     if png is None and not cache:
         return enhanced.pixels
@@ -129,7 +179,7 @@ def write_thumbnail(input_path: Path | str, output_path: Path | str, size: int, 
     """A PNG no larger than size x size of the enhanced image, written atomically (XDG thumbnailer protocol)."""
     if size < 1:
         raise BadInput(f"thumbnail size must be at least 1, not {size}")
-    image = open(input_path, **options)
+    image = open(input_path, size=size, **options)  # the fast mode: a DCT-scaled decode of a large JPEG
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .gaussian import LIKELIHOOD_FLOOR
+from .gaussian import LIKELIHOOD_FLOOR, lower_bound
 
 
 class FactorizedDensity(nn.Module):
@@ -49,7 +49,7 @@ class FactorizedDensity(nn.Module):
         sign = -torch.sign(upper + lower).detach()
         probability = (torch.sigmoid(sign * upper) - torch.sigmoid(sign * lower)).abs()
         probability = probability.reshape(self.channels, values.shape[0], *values.shape[2:]).permute(1, 0, 2, 3)
-        return probability.clamp(min=LIKELIHOOD_FLOOR)
+        return lower_bound(probability, LIKELIHOOD_FLOOR)
 
     @torch.no_grad()
     def freeze_tables(self) -> None:

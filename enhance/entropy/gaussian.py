@@ -12,6 +12,15 @@ SCALE_TABLE = torch.exp(torch.linspace(math.log(SCALE_MIN), math.log(SCALE_MAX),
 LIKELIHOOD_FLOOR = 1e-9
 
 
+def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """max(x, bound) whose gradient still flows where x is below the bound.
+
+    A plain clamp cuts the gradient exactly where the model is worst (a value far in the tails
+    of its density), so neither the density nor the value could ever move back; CompressAI's
+    LowerBound exists for the same reason."""
+    return x + (x.clamp(min=bound) - x).detach()
+
+
 def _normal_cdf(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * torch.erfc(-x / math.sqrt(2))
 
@@ -23,7 +32,7 @@ def gaussian_likelihood(centred: torch.Tensor, scales: torch.Tensor) -> torch.Te
     # Evaluated on the lower tail for numerical accuracy, as CompressAI does.
     upper = _normal_cdf((0.5 - magnitude) / scales)
     lower = _normal_cdf((-0.5 - magnitude) / scales)
-    return (upper - lower).clamp(min=LIKELIHOOD_FLOOR)
+    return lower_bound(upper - lower, LIKELIHOOD_FLOOR)
 
 
 def scale_indices(scales: torch.Tensor) -> torch.Tensor:

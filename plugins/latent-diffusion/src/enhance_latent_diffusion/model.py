@@ -44,7 +44,10 @@ class LatentDiffusionCodecModel(nn.Module):
         super().__init__()
         self.config = config
         self.embedding = nn.Embedding(config.levels, config.embed_dim)
-        self.base_log_step = nn.Parameter(torch.zeros(config.levels, config.latent_channels))
+        # Steps from 16 (lowest level) down to 1 (highest), so each level starts near its rate;
+        # from a common start Adam would need thousands of steps to spread them apart.
+        start = torch.linspace(4.0, 0.0, config.levels).unsqueeze(1).expand(config.levels, config.latent_channels)
+        self.base_log_step = nn.Parameter(start.clone())
         self.step_predictor = StepPredictor(config.latent_channels, config.gamma_width, config.embed_dim)
         self.hyperprior = MeanScaleHyperprior(
             config.latent_channels, config.hyper_channels, config.hyper_width, condition_dim=config.embed_dim

@@ -29,9 +29,17 @@ COMMITMENT = 0.25
 
 
 class CosineQuantizer(nn.Module):
-    def __init__(self, size: int, dim: int):
+    """Nearest codebook entry by cosine similarity. In training, entries that no vector has
+    chosen for a while are moved onto vectors of the current batch (dead-code restarts, as in
+    SoundStream): without them the codes of a small model collapse onto a few entries and the
+    decoder learns to ignore them."""
+
+    def __init__(self, size: int, dim: int, restart_below: float = 0.1, usage_decay: float = 0.95):
         super().__init__()
         self.codebook = nn.Parameter(torch.randn(size, dim))
+        self.restart_below, self.usage_decay = restart_below, usage_decay
+        # How often each entry was chosen lately (a share of all choices); not saved with the weights.
+        self.register_buffer("usage", torch.full((size,), 1.0 / size), persistent=False)
 
     def entries(self) -> torch.Tensor:
         return F.normalize(self.codebook, dim=-1)
@@ -47,9 +55,25 @@ class CosineQuantizer(nn.Module):
         """(straight-through quantised vectors, indices, codebook + commitment loss)."""
         normalised = F.normalize(vectors, dim=-1)
         indices = self.indices(normalised)
+        if self.training:
+            self._restart_dead_entries(normalised.detach().reshape(-1, normalised.shape[-1]), indices.reshape(-1))
+            indices = self.indices(normalised)
         quantised = self.lookup(indices)
         loss = F.mse_loss(quantised, normalised.detach()) + COMMITMENT * F.mse_loss(normalised, quantised.detach())
         return normalised + (quantised - normalised).detach(), indices, loss
+
+
+    @torch.no_grad()
+    def _restart_dead_entries(self, vectors: torch.Tensor, indices: torch.Tensor) -> None:
+        counts = torch.bincount(indices, minlength=self.usage.numel()).float()
+        self.usage.mul_(self.usage_decay).add_(counts / counts.sum(), alpha=1 - self.usage_decay)
+        dead = (self.usage < self.restart_below / self.usage.numel()).nonzero().flatten()
+        if dead.numel() == 0:
+            return
+        choice = torch.randint(0, vectors.shape[0], (dead.numel(),), device=vectors.device)
+        fresh = vectors[choice].to(self.codebook.dtype)
+        self.codebook.data[dead] = fresh + 0.01 * torch.randn_like(fresh)
+        self.usage[dead] = 1.0 / self.usage.numel()
 
 
 class HyperEncoder(nn.Module):

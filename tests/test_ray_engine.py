@@ -1,0 +1,124 @@
+"""`--engine ray`: the local engine's guarantees on a local Ray cluster (2 CPUs, loopback).
+
+Skipped when Ray is not installed (`pip install -e '.[test,ray]'`). One Ray instance
+serves the whole module; each run starts its own actors, which costs a few seconds.
+"""
+
+import json
+import os
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'enhance[ray]')")
+pytest.importorskip("ray.data", reason="Ray Data is not installed (pip install 'enhance[ray]')")
+
+from conftest import make_tiny_bundle  # noqa: E402
+from test_runs import expected_output, files_under, make_tree  # noqa: E402
+from enhance import cli  # noqa: E402
+from enhance.engines.ray_engine import RayEngine  # noqa: E402
+from enhance.errors import EnhanceError  # noqa: E402
+from enhance.image import TEMP_SUFFIX  # noqa: E402
+from enhance.runs import run  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, _node_ip_address="127.0.0.1", log_to_driver=False, logging_level="WARNING")
+    yield ray
+    if started:
+        ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("ray") / "tiny-dirac")
+
+
+def _comparable(report: dict, out: Path) -> list[tuple]:
+    return sorted(
+        (f["input"], f.get("output", "").replace(str(out), "OUT"), f["status"], f.get("reason", "").replace(str(out), "OUT"), f.get("note"))
+        for f in report["files"]
+    )
+
+
+def worker_pids() -> set[int]:
+    """Processes of this engine's Ray actors (Ray titles them after the callable class)."""
+    pids = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if b"EnhanceFiles" in (entry / "cmdline").read_bytes():
+                    pids.add(int(entry.name))
+            except OSError:
+                pass
+    return pids
+
+
+def test_ray_gives_the_local_engines_outputs_and_report(tmp_path, local_ray, bundle):
+    tree = tmp_path / "tree"
+    goods, bad = make_tree(tree, good=50, broken=10)
+    inputs_before = {path: path.read_bytes() for path in [*goods, *bad]}
+    events = []
+    on_ray = run(
+        [tree], tmp_path / "ray", model=bundle, consistent=True, report_path=tmp_path / "ray.json",
+        engine=RayEngine(actors=2), progress_callback=lambda *event: events.append(event),
+    )
+    local = run([tree], tmp_path / "local", model=bundle, consistent=True, report_path=tmp_path / "local.json")
+
+    assert on_ray.line().split(" in ")[0] == local.line().split(" in ")[0] == f"done {len(goods)}, skipped 0, failed {len(bad)}"
+    assert [event[1:] for event in events] == [(i + 1, len(goods) + len(bad)) for i in range(len(goods) + len(bad))]
+    ray_report, local_report = (json.loads((tmp_path / name).read_text()) for name in ("ray.json", "local.json"))
+    assert ray_report["counts"] == local_report["counts"] and ray_report["settings"] == local_report["settings"]
+    assert _comparable(ray_report, tmp_path / "ray") == _comparable(local_report, tmp_path / "local")
+    for path in goods:
+        np.testing.assert_array_equal(
+            np.asarray(Image.open(expected_output(tree, tmp_path / "ray", path))),
+            np.asarray(Image.open(expected_output(tree, tmp_path / "local", path))),
+        )
+    assert files_under(tmp_path / "ray") == {expected_output(tree, tmp_path / "ray", path) for path in goods}
+    assert {path: path.read_bytes() for path in inputs_before} == inputs_before
+
+    # A rerun skips every finished output; only the broken files are tried (and fail) again.
+    again = run([tree], tmp_path / "ray", model=bundle, engine=RayEngine(actors=1))
+    assert len(again.skipped) == len(goods) and len(again.failed) == len(bad) and not again.done
+
+
+def test_a_killed_worker_is_restarted_and_its_files_redone(tmp_path, local_ray, bundle):
+    tree, out = tmp_path / "tree", tmp_path / "out"
+    goods, bad = make_tree(tree, good=50, broken=4)
+    killed, recorded, before, after = [], [], set(), set()
+
+    def kill_one_worker(result, completed, total):
+        recorded.append(result.input)
+        if completed == 6 and not killed:
+            before.update(worker_pids())
+            os.kill(min(before), signal.SIGKILL)
+            killed.append(min(before))
+        elif killed:
+            after.update(worker_pids())
+
+    summary = run([tree], out, model=bundle, engine=RayEngine(actors=2, files_per_block=2), progress_callback=kill_one_worker)
+    assert killed, "no worker was killed"
+    assert after - before, "the killed worker was not restarted"
+    assert len(summary.done) == len(goods) and len(summary.failed) == len(bad)
+    assert sorted(recorded) == sorted(str(path) for path in [*goods, *bad])  # each file once
+    # No partial, temporary or duplicate files: exactly one complete output per good input.
+    assert files_under(out) == {expected_output(tree, out, path) for path in goods}
+    for path in goods:
+        Image.open(expected_output(tree, out, path)).load()
+    assert not any(path.name.endswith(TEMP_SUFFIX) for path in out.rglob("*"))
+
+
+def test_a_whole_run_error_on_a_worker_stops_the_run_as_itself(tmp_path, local_ray, bundle):
+    tree = tmp_path / "tree"
+    make_tree(tree, good=3, broken=0)
+    with pytest.raises(EnhanceError, match="--tile 100"):
+        run([tree], tmp_path / "out", model=bundle, tile=100, engine=RayEngine(actors=1))
+    assert not files_under(tmp_path / "out") if (tmp_path / "out").exists() else True

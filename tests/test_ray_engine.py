@@ -122,3 +122,44 @@ def test_a_whole_run_error_on_a_worker_stops_the_run_as_itself(tmp_path, local_r
     with pytest.raises(EnhanceError, match="--tile 100"):
         run([tree], tmp_path / "out", model=bundle, tile=100, engine=RayEngine(actors=1))
     assert not files_under(tmp_path / "out") if (tmp_path / "out").exists() else True
+
+
+def test_cli_run_on_ray_prints_the_same_lines_summary_and_exit_code(tmp_path, local_ray, bundle):
+    tree = tmp_path / "tree"
+    make_tree(tree, good=4, broken=1)
+    command = ["run", str(tree), "-o", str(tmp_path / "out"), "--model", str(bundle), "--report", str(tmp_path / "r.json")]
+    result = CliRunner().invoke(cli.app, [*command, "--engine", "ray", "--jobs", "2"])
+    assert result.exit_code == 1, result.output
+    lines = [json.loads(line) for line in result.stdout.splitlines()]  # nothing but the JSON lines on stdout
+    assert sorted(line["status"] for line in lines) == ["done"] * 4 + ["failed"]
+    assert lines[-1]["completed"] == lines[-1]["total"] == 5
+    assert "done 4, skipped 0, failed 1" in result.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["counts"] == {"done": 4, "skipped": 0, "failed": 1}
+
+
+# --- compare ------------------------------------------------------------------------
+
+
+def test_compare_on_ray_fills_the_cache_a_local_compare_resumes_from(tmp_path, local_ray, bundle, monkeypatch):
+    from test_compare import write_dataset
+
+    from enhance.comparison import compare
+
+    monkeypatch.setenv("ENHANCE_OFFLINE", "1")
+    data = tmp_path / "data"
+    write_dataset(data)
+    options = dict(codec="jpeg", steps=[1, 2], model=bundle, figures=False, consistent=True, metrics=["psnr-rgb", "psnr-y"])
+    # A local run does quality 20; the Ray run adds 50 and leaves 20's entries as they were.
+    compare(data, tmp_path / "out", qualities=[20], **options)
+    before = {path: path.stat().st_mtime_ns for path in (tmp_path / "out" / "cache").rglob("*") if path.is_file()}
+    on_ray = compare(data, tmp_path / "out", qualities=[20, 50], engine=RayEngine(actors=2), **options)
+    after = {path: path.stat().st_mtime_ns for path in (tmp_path / "out" / "cache").rglob("*") if path.is_file()}
+    assert {path: after[path] for path in before} == before and len(after) > len(before)
+    # The workers computed everything new: the driver's pass found it all in the cache.
+    assert all(counts["misses"] == 0 for counts in on_ray.cache.values()), on_ray.cache
+    assert [label for label, _ in on_ray.skipped] == ["broken.png"]
+
+    local = compare(data, tmp_path / "local", qualities=[20, 50], **options)
+    for name, document in local.results.items():  # the same numbers, bar the times
+        for metric in ("bpp", "psnr-rgb", "psnr-y"):
+            assert on_ray.results[name]["results"][metric] == document["results"][metric]

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -93,6 +94,16 @@ def _fatal_row(error: Exception) -> str:
     return json.dumps({"fatal": str(error), "kind": kind, "type": type(error).__name__})
 
 
+def _enter(cwd: str, threads: int) -> None:
+    """An actor's start: the driver's working directory (relative names mean the same there,
+    when the cluster shares it) and its share of the cores for torch."""
+    import torch
+
+    if os.path.isdir(cwd):
+        os.chdir(cwd)
+    torch.set_num_threads(threads)
+
+
 def _cluster_slots(ray, num_cpus: float, num_gpus: float) -> int:
     resources = ray.cluster_resources()
     if num_gpus:
@@ -106,12 +117,10 @@ def _cluster_slots(ray, num_cpus: float, num_gpus: float) -> int:
 class EnhanceFiles:
     """The Ray Data callable class: loads the model once per actor, enhances a batch of files."""
 
-    def __init__(self, settings: dict, threads: int):
-        import torch
-
+    def __init__(self, settings: dict, threads: int, cwd: str):
         from ..runs import Settings
 
-        torch.set_num_threads(threads)
+        _enter(cwd, threads)
         self.settings = Settings(**settings)
         self.enhancer = None
 
@@ -152,20 +161,8 @@ class RayEngine:
         ray = _ray()
         started = connect(self.address)
         try:
-            _quiet_data_context()
-            blocks = math.ceil(len(tasks) / self.files_per_block)
-            actors = min(self.actors or _cluster_slots(ray, self.num_cpus, self.num_gpus), blocks)
             items = [{"input": str(task.input), "output": str(task.output)} for task in tasks]
-            with warnings.catch_warnings():
-                # Ray 2.60 calls extra remote args deprecated, yet documents them as the
-                # way to bound retries (max_task_retries) of an actor pool.
-                warnings.simplefilter("ignore", DeprecationWarning)
-                dataset = ray.data.from_items(items, override_num_blocks=blocks).map_batches(
-                    EnhanceFiles,
-                    fn_constructor_kwargs={"settings": asdict(settings), "threads": max(1, int(self.num_cpus))},
-                    batch_size=None, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
-                    num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_task_retries=self.max_worker_deaths,
-                )
+            dataset = self._mapped(ray, items, EnhanceFiles, {"settings": asdict(settings)})
             waiting = {str(task.input): task for task in tasks}
             for row in dataset.iter_rows():
                 fields_ = json.loads(row["result"])
@@ -181,3 +178,112 @@ class RayEngine:
         finally:
             if started:
                 ray.shutdown()
+
+    def _mapped(self, ray, items: list[dict], callable_class, constructor_kwargs: dict):
+        """`items` (file names, a few per block) through an actor pool of `callable_class`."""
+        _quiet_data_context()
+        blocks = math.ceil(len(items) / self.files_per_block)
+        actors = min(self.actors or _cluster_slots(ray, self.num_cpus, self.num_gpus), blocks)
+        with warnings.catch_warnings():
+            # Ray 2.60 calls extra remote args deprecated, yet documents them as the way
+            # to bound the retries (max_task_retries) of an actor pool.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return ray.data.from_items(items, override_num_blocks=blocks).map_batches(
+                callable_class,
+                fn_constructor_kwargs={**constructor_kwargs, "threads": max(1, int(self.num_cpus)), "cwd": os.getcwd()},
+                batch_size=None, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=actors),
+                num_cpus=self.num_cpus, num_gpus=self.num_gpus, max_task_retries=self.max_worker_deaths,
+            )
+
+    def compare_pass(self, spec: dict, images: list[tuple[str, Path]], progress=None) -> dict[str, str]:
+        """Fills the comparison cache `spec["cache"]` with every image's results (see `CompareImages`).
+
+        Returns {label: reason} for the images the workers could not use; the local pass
+        that follows reports them as `compare` always does.
+        """
+        ray = _ray()
+        started = connect(self.address)
+        skipped: dict[str, str] = {}
+        try:
+            items = [{"label": label, "path": str(path)} for label, path in images]
+            dataset = self._mapped(ray, items, CompareImages, {"spec": spec})
+            waiting = {label for label, _ in images}
+            for row in dataset.iter_rows():
+                fields_ = json.loads(row["result"])
+                if "fatal" in fields_:
+                    _raise_fatal(fields_)
+                if fields_["label"] in waiting:
+                    waiting.discard(fields_["label"])
+                    if fields_["status"] == "skipped":
+                        skipped[fields_["label"]] = fields_["reason"]
+                    if progress is not None:
+                        progress(len(images) - len(waiting), len(images), f"{fields_['label']} (on Ray)")
+            # Images whose worker died past its retries are simply left to the local pass.
+        finally:
+            if started:
+                ray.shutdown()
+        return skipped
+
+
+# --- enhance compare --------------------------------------------------------------------
+
+
+class CompareImages:
+    """The Ray Data callable class of `compare --engine ray`: one actor's share of the per-image pass.
+
+    `spec` holds what `compare` decided on the driver (codec, options, configurations,
+    qualities, per-image metric names, seed, projection, cache folder); the actor loads the
+    codec, enhancer and metrics once, then runs `pipeline.process_image` on its images,
+    which writes every result into the shared cache.
+    """
+
+    def __init__(self, spec: dict, threads: int, cwd: str):
+        _enter(cwd, threads)
+        self.spec = spec
+        self.work = None
+
+    def _load(self) -> None:
+        from ..comparison.cache import ResultCache
+        from ..comparison.pipeline import Work
+        from ..comparison.scoring import plan_metrics
+        from ..comparison.subject import Subject
+        from ..enhance_one import load_enhancer
+
+        spec = self.spec
+        enhancer = None
+        if any(configuration.kind == "enhanced" for configuration in spec["configurations"]):
+            enhancer = load_enhancer(spec["codec"], model=spec["model"], name=spec["enhancer_name"], device=spec["device"])
+            if enhancer.identity != spec["enhancer_identity"]:
+                raise EnhanceError(f"a Ray worker loaded enhancer {enhancer.identity}, not the driver's {spec['enhancer_identity']}")
+        self.plan = plan_metrics(spec["metrics"], [])
+        self.work = Work(
+            subject=Subject(name=spec["codec"], options=spec["codec_options"]), enhancer=enhancer,
+            configurations=spec["configurations"], qualities=spec["qualities"], seed=spec["seed"],
+            consistent=spec["consistent"], cache=ResultCache(root=Path(spec["cache"])),
+        )
+
+    def __call__(self, batch: dict) -> dict:
+        import numpy as np
+
+        from ..comparison.dataset import load_dataset_image
+        from ..comparison.pipeline import process_image
+        from ..errors import CodecUnavailable, WeightsError
+
+        rows = []
+        try:
+            if self.work is None:
+                self._load()
+            for label, path in zip(batch["label"], batch["path"]):
+                label = str(label)
+                try:
+                    image, pixels = load_dataset_image(label, Path(str(path)), self.spec["max_pixels"])
+                    process_image(self.work, image, pixels, self.plan)
+                except (CodecUnavailable, WeightsError):
+                    raise
+                except EnhanceError as error:  # as the local pass does: this image is skipped
+                    rows.append(json.dumps({"label": label, "status": "skipped", "reason": str(error)}))
+                    continue
+                rows.append(json.dumps({"label": label, "status": "done"}))
+        except Exception as error:  # whole-run errors: the driver raises them
+            rows = [_fatal_row(error)]
+        return {"result": np.array(rows, dtype=object)}

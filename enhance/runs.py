@@ -245,6 +245,7 @@ ProgressCallback = Callable[[FileResult, int, int], None]
 # `record` once per task with its result (in any order), by way of `process_task`. It
 # returns when every task is recorded, or raises for an error that concerns the whole
 # run. The local engine is `jobs` below; `enhance.engines.ray_engine.RayEngine` is another.
+# Planning, skipping, the summary and the report stay in `run`, whatever the engine.
 Engine = Callable[[list[Task], Settings, Callable[[FileResult], None]], None]
 
 
@@ -293,9 +294,7 @@ def run(
     """Enhances every input into OUTDIR; returns (and optionally writes as JSON) what was done, skipped and failed.
 
     Errors that concern the whole run (the model cannot be loaded) raise; everything
-    about a single file is in its `FileResult`. `engine` (see `Engine`) replaces the
-    local processes of `jobs`; planning, skipping, the summary and the report stay here.
-    """
+    about a single file is in its `FileResult`. `engine` (see `Engine`) replaces `jobs`."""
     if jobs < 1:
         raise EnhanceError("jobs must be at least 1")
     start = time.perf_counter()

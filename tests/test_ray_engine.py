@@ -137,6 +137,35 @@ def test_cli_run_on_ray_prints_the_same_lines_summary_and_exit_code(tmp_path, lo
     assert json.loads((tmp_path / "r.json").read_text())["counts"] == {"done": 4, "skipped": 0, "failed": 1}
 
 
+def test_a_rerun_after_a_killed_ray_run_finishes_only_what_was_left(tmp_path, local_ray, bundle):
+    """The driver (the command) is killed with SIGKILL mid-run; the rerun does only the rest."""
+    import subprocess
+
+    from test_runs import CLI
+
+    # Read now: ray.init set RAY_AUTH_MODE=token here, which a client of this cluster needs.
+    single_threaded = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    tree, out = tmp_path / "tree", tmp_path / "out"
+    goods, _ = make_tree(tree, good=40, broken=0)
+    address = local_ray.get_runtime_context().gcs_address
+    command = CLI + ["run", str(tree), "-o", str(out), "--model", str(bundle), "--engine", "ray", "--address", address, "--jobs", "2"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=single_threaded)
+    done_before_kill = 0
+    for line in process.stdout:
+        if line.startswith("{"):
+            done_before_kill += json.loads(line)["status"] == "done"
+            if done_before_kill >= 5:
+                break
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    rerun = subprocess.run([*command, "--report", str(tmp_path / "run.json")], capture_output=True, text=True, timeout=600, env=single_threaded)
+    assert rerun.returncode == 0, rerun.stderr
+    counts = json.loads((tmp_path / "run.json").read_text())["counts"]
+    assert counts["skipped"] >= done_before_kill and counts["done"] + counts["skipped"] == len(goods) and counts["failed"] == 0
+    assert files_under(out) == {expected_output(tree, out, path) for path in goods}  # no temporaries, no duplicates
+
+
 # --- compare ------------------------------------------------------------------------
 
 

@@ -36,8 +36,9 @@ from typing import Callable
 
 from ..errors import EnhanceError
 
-# Files per Ray Data block: the unit a restarted worker redoes, and of progress.
-FILES_PER_BLOCK = 4
+# Files per Ray Data block (at most): the unit of a Ray task, of the work a restarted
+# worker redoes, and of progress. Larger blocks spend less on Ray's per-task overhead.
+FILES_PER_BLOCK = 16
 MAX_WORKER_DEATHS = 3
 INSTALL_HINT = "--engine ray needs Ray: pip install 'enhance[ray]'"
 
@@ -182,8 +183,11 @@ class RayEngine:
     def _mapped(self, ray, items: list[dict], callable_class, constructor_kwargs: dict):
         """`items` (file names, a few per block) through an actor pool of `callable_class`."""
         _quiet_data_context()
-        blocks = math.ceil(len(items) / self.files_per_block)
-        actors = min(self.actors or _cluster_slots(ray, self.num_cpus, self.num_gpus), blocks)
+        actors = max(1, min(self.actors or _cluster_slots(ray, self.num_cpus, self.num_gpus), len(items)))
+        # Up to `files_per_block` files per block, but at least 4 blocks per actor, so a
+        # short list still spreads over every actor and progress moves.
+        per_block = max(1, min(self.files_per_block, math.ceil(len(items) / (4 * actors))))
+        blocks = math.ceil(len(items) / per_block)
         with warnings.catch_warnings():
             # Ray 2.60 calls extra remote args deprecated, yet documents them as the way
             # to bound the retries (max_task_retries) of an actor pool.

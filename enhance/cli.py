@@ -227,6 +227,10 @@ _STEPS_HELP = "Sampling steps (default: the model's)."
 _CONSISTENT_HELP = "Project the result onto the JPEG file's quantization constraint set."
 _MODEL_HELP = "DIRAC bundle directory to use instead of the shipped JPEG model (also $ENHANCE_DIRAC_JPEG)."
 _ENHANCER_HELP = "Enhancer to use: dirac (built in) or one a plugin registers."
+_ENGINE_HELP = "local (this machine) or ray (a Ray cluster; pip install 'enhance[ray]')."
+_ADDRESS_HELP = "With --engine ray: the cluster, auto or HOST:PORT (default: $RAY_ADDRESS, else a new local one)."
+_NUM_CPUS_HELP = "With --engine ray: CPUs per actor, and its torch threads (default 1)."
+_NUM_GPUS_HELP = "With --engine ray: GPUs per actor (default 0)."
 
 
 def _run_progress(stack):
@@ -305,22 +309,31 @@ def run_command(
     enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     tile: Optional[int] = typer.Option(None, help="Tile size in pixels, a multiple of 16 (bounds memory)."),
-    jobs: int = typer.Option(1, min=1, help="Worker processes, each with its own model and cpu_count/jobs torch threads."),
+    jobs: Optional[int] = typer.Option(
+        None, min=1, help="Worker processes (default 1), each with its own model and cpu_count/jobs torch threads; with --engine ray, actors (default: the cluster's CPUs / --num-cpus).",
+    ),
     overwrite: bool = typer.Option(False, "--overwrite", help="Re-enhance outputs that exist (inputs are never written)."),
     max_megapixels: Optional[float] = typer.Option(None, help="Refuse larger images (decompression-bomb guard; default $ENHANCE_MAX_MEGAPIXELS, else 150)."),
     report: Optional[Path] = typer.Option(None, "--report", help="Also write the summary as JSON to this file."),
+    engine: str = typer.Option("local", "--engine", help=_ENGINE_HELP),
+    address: Optional[str] = typer.Option(None, "--address", help=_ADDRESS_HELP),
+    num_cpus: Optional[float] = typer.Option(None, "--num-cpus", min=0, help=_NUM_CPUS_HELP),
+    num_gpus: Optional[float] = typer.Option(None, "--num-gpus", min=0, help=_NUM_GPUS_HELP),
 ) -> None:
     """Enhance JPEG archives into OUTDIR; reruns skip finished files. Exits 1 if any file failed."""
     from contextlib import ExitStack
 
+    from .engines import make_engine
     from .runs import run
+
+    chosen = make_engine(engine, address=address, jobs=jobs, num_cpus=num_cpus, num_gpus=num_gpus)
 
     with ExitStack() as stack:
         summary = run(
             inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
-            consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
+            consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs or 1, overwrite=overwrite,
             max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report,
-            progress_callback=_run_progress(stack),
+            progress_callback=_run_progress(stack), engine=chosen,
         )
     typer.echo(summary.line(), err=True)
     if not summary.ok:
@@ -432,9 +445,19 @@ def compare_command(
     enhancer: str = typer.Option("dirac", "--enhancer", help=_ENHANCER_HELP),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     figures: bool = typer.Option(True, "--figures/--no-figures", help="Draw the plots, crop sheets and HTML report."),
+    engine: str = typer.Option("local", "--engine", help=_ENGINE_HELP + " Ray runs the per-image pass, into the same cache."),
+    address: Optional[str] = typer.Option(None, "--address", help=_ADDRESS_HELP),
+    jobs: Optional[int] = typer.Option(None, "--jobs", min=1, help="With --engine ray: actors (default: the cluster's CPUs / --num-cpus)."),
+    num_cpus: Optional[float] = typer.Option(None, "--num-cpus", min=0, help=_NUM_CPUS_HELP),
+    num_gpus: Optional[float] = typer.Option(None, "--num-gpus", min=0, help=_NUM_GPUS_HELP),
 ) -> None:
     """Compare a codec with and without the enhancer: CompressAI JSON, per-image CSV, BD-rates, plots, report."""
     from .comparison import compare, file_stem
+    from .engines import make_engine
+
+    if engine == "local" and jobs is not None:
+        fail("--jobs needs --engine ray (a local compare runs in this process)")
+    chosen = make_engine(engine, address=address, jobs=jobs, num_cpus=num_cpus, num_gpus=num_gpus)
 
     def progress(done: int, total: int, label: str) -> None:
         typer.echo(f"[{done}/{total}] {label}" if label else f"[{done}/{total}] scoring and writing", err=True)
@@ -444,7 +467,7 @@ def compare_command(
         steps=_number_list(steps, "--steps") if steps else None, codec_options=_codec_options(codec_option),
         metrics=[name.strip() for name in metrics.split(",") if name.strip()] if metrics else None,
         anchor=anchor, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, figures=figures,
-        progress=progress,
+        progress=progress, engine=chosen,
     )
     bd = comparison.bd
     for name in comparison.results:

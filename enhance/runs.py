@@ -241,6 +241,13 @@ class RunSummary:
 
 ProgressCallback = Callable[[FileResult, int, int], None]
 
+# An engine enhances the planned tasks whose output is still to be written, calling
+# `record` once per task with its result (in any order), by way of `process_task`. It
+# returns when every task is recorded, or raises for an error that concerns the whole
+# run. The local engine is `jobs` below; `enhance.engines.ray_engine.RayEngine` is another.
+# Planning, skipping, the summary and the report stay in `run`, whatever the engine.
+Engine = Callable[[list[Task], Settings, Callable[[FileResult], None]], None]
+
 
 def process_task(task: Task, settings: Settings, enhancer) -> FileResult:
     """Enhances one planned file; a reason this file cannot be done fails it alone."""
@@ -282,12 +289,12 @@ def run(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     report_path: Path | str | None = None,
     progress_callback: ProgressCallback | None = None,
+    engine: Engine | None = None,
 ) -> RunSummary:
     """Enhances every input into OUTDIR; returns (and optionally writes as JSON) what was done, skipped and failed.
 
     Errors that concern the whole run (the model cannot be loaded) raise; everything
-    about a single file is in its `FileResult`.
-    """
+    about a single file is in its `FileResult`. `engine` (see `Engine`) replaces `jobs`."""
     if jobs < 1:
         raise EnhanceError("jobs must be at least 1")
     start = time.perf_counter()
@@ -310,7 +317,9 @@ def run(
         record(failure)
     pending = _pending(tasks, overwrite, record)
 
-    if pending and jobs == 1:
+    if pending and engine is not None:
+        engine(pending, settings, record)
+    elif pending and jobs == 1:
         enhancer = settings.load_enhancer()
         for task in pending:
             record(process_task(task, settings, enhancer))

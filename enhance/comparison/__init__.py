@@ -90,7 +90,7 @@ def compare(
     figures: bool = True,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     progress: ProgressCallback | None = None,
-    enhancer_name: str = "dirac",
+    enhancer_name: str = "dirac", engine=None,
 ) -> Comparison:
     """Compares `codec` at `qualities` with and without the enhancer at each of `steps` over `dataset`.
 
@@ -99,8 +99,7 @@ def compare(
     name; default: $ENHANCE_DIRAC_JPEG for JPEG, else the shipped model for the codec).
     `consistent` projects enhanced JPEGs onto their quantization constraint set, as
     `enhance run` does. `metrics` restricts the metrics (names from `enhance.metrics`);
-    `anchor` names the configuration BD-rates are shown against.
-    """
+    `anchor` names the configuration BD-rates are shown against. `engine`: see `_engine_pass`."""
     output = Path(output)
     roots = [dataset] if isinstance(dataset, (str, Path)) else list(dataset)
     qualities = checked_qualities(qualities)
@@ -118,6 +117,7 @@ def compare(
         subject=subject, enhancer=found, configurations=configurations, qualities=qualities, seed=seed,
         consistent=consistent, cache=ResultCache(root=output / "cache"),
     )
+    _engine_pass(engine, _engine_spec(work, found, model, enhancer_name, device, plan, output, max_pixels), images, progress)
     passed = _every_image(work, images, plan, max_pixels, progress, sheets=output if figures else None)
     if not passed.images:
         reasons = "; ".join(f"{label}: {why}" for label, why in passed.skipped)
@@ -174,6 +174,23 @@ def _every_image(work: Work, images: list[tuple[str, Path]], plan: MetricPlan, m
     if progress is not None:
         progress(len(images), len(images), "")
     return passed
+
+
+def _engine_pass(engine, spec: dict, images: list[tuple[str, Path]], progress) -> None:
+    """With an engine (an `enhance.engines.ray_engine.RayEngine`), the per-image pass runs on its
+    workers first, into the same cache; the local pass that follows finds every result there."""
+    if engine is not None:
+        engine.compare_pass(spec, images, progress)
+
+
+def _engine_spec(work: Work, enhancer, model, enhancer_name: str, device, plan: MetricPlan, output: Path, max_pixels: int) -> dict:
+    """What an engine's workers need to redo `work` for any image (plain values, to travel)."""
+    return {
+        "codec": work.subject.name, "codec_options": dict(work.subject.options or {}), "configurations": work.configurations,
+        "qualities": work.qualities, "seed": work.seed, "consistent": work.consistent, "metrics": list(plan.per_image),
+        "model": None if model is None else str(model), "enhancer_name": enhancer_name, "device": device,
+        "enhancer_identity": getattr(enhancer, "identity", None), "cache": str(work.cache.root.parent), "max_pixels": max_pixels,
+    }
 
 
 def _settings(roots, subject: Subject, work: Work, enhancer, model, qualities, image_count: int) -> dict[str, str]:

@@ -309,9 +309,10 @@ def decode_enhanced(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use and fill the decoded-image cache."),
 ) -> None:
     """Decode a JPEG enhanced, as PNG (for viewers and ImageMagick-style delegates)."""
-    from .image import write_atomic
+    from .outputs import refuse_overwrite, write_output
     from .viewer import enhanced_png
 
+    refuse_overwrite(file, output)
     png = enhanced_png(
         file, steps=steps, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, cache=cache
     )
@@ -320,7 +321,7 @@ def decode_enhanced(
         stdout.write(png)
         stdout.flush()
     else:
-        write_atomic(Path(output), png)
+        write_output(Path(output), png, source=file)
 
 
 @app.command()

@@ -131,13 +131,10 @@ def load_image(path: Path | str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
 
 def read_file(path: Path | str) -> bytes:
-    path = Path(path)
-    try:
-        return path.read_bytes()
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, not an image") from None
-    except OSError as error:
-        raise BadInput(f"{path}: cannot be read ({error.strerror or error})") from None
+    """A regular file's bytes, within the size bound; FIFOs, devices and symlink loops fail (`enhance.safe_read`)."""
+    from .safe_read import read_regular_file
+
+    return read_regular_file(path)
 
 
 def decode_image(data: bytes, *, path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> LoadedImage:

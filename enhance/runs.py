@@ -104,12 +104,18 @@ def _matches(name: str, globs: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), pattern.lower()) for pattern in globs)
 
 
+def _real(path: Path) -> Path:
+    # os.path.realpath never raises: a symlink loop stays a path, and reading it later
+    # fails that one file with its reason (Path.resolve raises RuntimeError on loops).
+    return Path(os.path.realpath(path))
+
+
 def _walk(folder: Path, globs: tuple[str, ...], excluded: Path) -> list[Path]:
     found = []
     for directory, subdirectories, files in os.walk(folder):
         here = Path(directory)
         subdirectories[:] = sorted(
-            name for name in subdirectories if not name.startswith(".") and (here / name).resolve() != excluded
+            name for name in subdirectories if not name.startswith(".") and _real(here / name) != excluded
         )
         found.extend(here / name for name in sorted(files) if not name.startswith(".") and _matches(name, globs))
     return found
@@ -129,7 +135,7 @@ def plan(
     if "/" in suffix or os.sep in suffix:
         raise EnhanceError(f"the suffix {suffix!r} must not contain a path separator")
     outdir = Path(outdir)
-    excluded = outdir.resolve()
+    excluded = _real(outdir)
     extension = OUTPUT_FORMATS[output_format]
     candidates: list[Task] = []
     failures: list[FileResult] = []
@@ -138,25 +144,25 @@ def plan(
             for path in _walk(given, globs, excluded):
                 relative = path.relative_to(given)
                 candidates.append(Task(path, outdir / relative.parent / f"{path.stem}{suffix}{extension}"))
-        elif given.exists():
+        elif given.exists() or os.path.lexists(given):  # a symlink loop is taken, to fail with its reason
             candidates.append(Task(given, outdir / f"{given.stem}{suffix}{extension}"))
         else:
             failures.append(FileResult(str(given), None, "failed", f"{given}: no such file or folder"))
 
-    input_files = {task.input.resolve() for task in candidates}
+    input_files = {_real(task.input) for task in candidates}
     claimed: dict[Path, Path] = {}
     tasks: list[Task] = []
     for task in candidates:
-        target = task.output.resolve()
+        target = _real(task.output)
         if target in input_files:
             failures.append(FileResult(str(task.input), str(task.output), "failed", f"{task.output}: the output would overwrite an input"))
         elif target in claimed:
-            if claimed[target] != task.input.resolve():
+            if claimed[target] != _real(task.input):
                 failures.append(
                     FileResult(str(task.input), str(task.output), "failed", f"{task.output}: already the output of {claimed[target]}")
                 )
         else:
-            claimed[target] = task.input.resolve()
+            claimed[target] = _real(task.input)
             tasks.append(task)
     return tasks, failures
 

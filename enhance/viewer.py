@@ -31,6 +31,7 @@ from PIL import Image
 from .enhance_one import DEFAULT_ENHANCER, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput
 from .image import DEFAULT_MAX_PIXELS, encode_image, read_file, write_atomic
+from .outputs import refuse_overwrite, write_output
 
 CACHE_VERSION = 1
 THUMBNAILER_FILE = "enhance.thumbnailer"
@@ -98,8 +99,16 @@ def enhanced_png(path: Path | str, *, cache: bool = True, **options) -> bytes:
     if png is None:
         png = _png(enhanced)
         if cache:
-            write_atomic(entry, png)
+            _fill_cache(entry, png)
     return png
+
+
+def _fill_cache(entry: Path, png: bytes) -> None:
+    # The cache only saves time: a full disk or a read-only cache folder must not fail the image.
+    try:
+        write_atomic(entry, png)
+    except OSError:
+        pass
 
 
 def open(path: Path | str, **options) -> Image.Image:
@@ -118,8 +127,7 @@ def open_array(path: Path | str, *, cache: bool = True, **options) -> np.ndarray
     if png is None and not cache:
         return enhanced.pixels
     if png is None:
-        png = _png(enhanced)
-        write_atomic(entry, png)
+        _fill_cache(entry, _png(enhanced))
         return enhanced.pixels
     with Image.open(io.BytesIO(png)) as image:
         return np.asarray(image.convert("RGB"))
@@ -129,12 +137,12 @@ def write_thumbnail(input_path: Path | str, output_path: Path | str, size: int, 
     """A PNG no larger than size x size of the enhanced image, written atomically (XDG thumbnailer protocol)."""
     if size < 1:
         raise BadInput(f"thumbnail size must be at least 1, not {size}")
+    refuse_overwrite(input_path, output_path)
     image = open(input_path, **options)
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    write_atomic(Path(output_path), buffer.getvalue())
-    return Path(output_path)
+    return write_output(Path(output_path), buffer.getvalue(), source=input_path)
 
 
 def thumbnailer_entry(executable: str = "enhance") -> str:

@@ -1,0 +1,123 @@
+"""Issue 14, hostile files and outputs: special files, writing over inputs, unwritable places."""
+
+from __future__ import annotations
+
+import errno
+import os
+import sys
+
+import pytest
+from PIL import Image
+
+from conftest import make_jpeg
+from enhance import cli
+from enhance.errors import BadInput, EnhanceError
+from enhance.runs import run
+
+CLI = [sys.executable, "-c", "from enhance.cli import main; main()"]
+
+
+def run_main(monkeypatch, capsys, *args):
+    monkeypatch.setattr(sys, "argv", ["enhance", *args])
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+@pytest.fixture
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("ENHANCE_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def special_folder(tmp_path):
+    """A folder with one good JPEG, a FIFO named a.jpg, a symlink to /dev/zero and a symlink loop."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "good.jpg").write_bytes(make_jpeg("420"))
+    os.mkfifo(folder / "a.jpg")
+    os.symlink("/dev/zero", folder / "z.jpg")
+    os.symlink(folder / "loop2.jpg", folder / "loop1.jpg")
+    os.symlink(folder / "loop1.jpg", folder / "loop2.jpg")
+    return folder
+
+
+# --- hostile 3: only regular files are read, with a size bound ---------------------------
+
+
+def test_special_files_fail_alone_with_their_reason(tmp_path, tiny_bundle):
+    folder = special_folder(tmp_path)
+    summary = run([folder], tmp_path / "out", model=tiny_bundle)
+    reasons = {os.path.basename(result.input): result.reason for result in summary.failed}
+    assert [os.path.basename(r.input) for r in summary.done] == ["good.jpg"]
+    assert "FIFO" in reasons["a.jpg"] and "not a regular file" in reasons["a.jpg"]
+    assert "a device" in reasons["z.jpg"]
+    assert "symlink loop" in reasons["loop1.jpg"] and "symlink loop" in reasons["loop2.jpg"]
+    assert len(summary.failed) == 4
+
+
+@pytest.mark.parametrize("name, reason", [("a.jpg", "FIFO"), ("z.jpg", "a device"), ("loop1.jpg", "symlink loop")])
+def test_decode_and_decode_enhanced_refuse_special_files(tmp_path, tiny_bundle, monkeypatch, capsys, cache_dir, name, reason):
+    folder = special_folder(tmp_path)
+    for command in (["decode", str(folder / name), "-o", str(tmp_path / "x.png")],
+                    ["decode-enhanced", str(folder / name), "-o", str(tmp_path / "y.png"), "--model", str(tiny_bundle)]):
+        code, _, err = run_main(monkeypatch, capsys, *command)
+        assert code == 2 and reason in err and err.count("\n") == 1, err
+
+
+def test_files_over_the_size_bound_are_refused_before_reading(tmp_path, monkeypatch):
+    from enhance.image import read_file
+
+    big = tmp_path / "big.jpg"
+    big.write_bytes(make_jpeg("420") + b"\0" * (2 << 20))
+    monkeypatch.setenv("ENHANCE_MAX_FILE_MB", "1")
+    with pytest.raises(BadInput, match="over the input size limit of 1 MiB .*ENHANCE_MAX_FILE_MB"):
+        read_file(big)
+    monkeypatch.setenv("ENHANCE_MAX_FILE_MB", "4")
+    assert len(read_file(big)) > 2 << 20
+
+
+# --- hostile 1: no command writes over its input --------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["decode-enhanced", "thumbnail"])
+def test_no_command_writes_over_its_input(tmp_path, tiny_bundle, monkeypatch, capsys, cache_dir, command):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(make_jpeg("420"))
+    before = photo.read_bytes()
+    os.link(photo, tmp_path / "hard.jpg")
+    for target in (photo, tmp_path / "hard.jpg"):
+        args = ["decode-enhanced", str(photo), "-o", str(target)] if command == "decode-enhanced" else ["thumbnail", str(photo), str(target)]
+        code, _, err = run_main(monkeypatch, capsys, *args, "--model", str(tiny_bundle))
+        assert code == 2 and "refusing to write over the input" in err, err
+    assert photo.read_bytes() == before
+
+
+# --- hostile 7: outputs that cannot be written ------------------------------------------------
+
+
+def test_decode_enhanced_onto_a_full_disk_is_one_clean_line(tmp_path, tiny_bundle, monkeypatch, capsys, cache_dir):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(make_jpeg("420"))
+
+    def full(descriptor):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", full)
+    code, _, err = run_main(monkeypatch, capsys, "decode-enhanced", str(photo), "-o", str(tmp_path / "o.png"), "--model", str(tiny_bundle))
+    assert code == 2 and err == f"enhance: {tmp_path / 'o.png'}: cannot write here (No space left on device)\n"
+    assert not list(tmp_path.glob(".o.png*"))
+
+
+# --- newcomer 8: encode's output extension --------------------------------------------------
+
+
+def test_encode_refuses_an_extension_of_another_format(tmp_path, monkeypatch, capsys):
+    source = tmp_path / "photo.png"
+    Image.new("RGB", (16, 16), "red").save(source)
+    code, _, err = run_main(monkeypatch, capsys, "encode", str(source), "-c", "webp", "-q", "40", "-o", str(tmp_path / "x.png"))
+    assert code == 2 and "-c webp writes .webp files; name the output x.webp" in err
+    assert not (tmp_path / "x.png").exists()
+    code, _, _ = run_main(monkeypatch, capsys, "encode", str(source), "-c", "jpeg", "-q", "40", "-o", str(tmp_path / "x.JPEG"))
+    assert code == 0 and Image.open(tmp_path / "x.JPEG").format == "JPEG"

@@ -133,6 +133,7 @@ def load_enhancer(
     """
     from .tiling import plan_tiles
 
+    check_options(device=device, steps=steps, tile=tile)
     bundle = model_setting(model, codec)
     options = {"bundle": Path(bundle) if bundle is not None else None, "device": device, "tile": tile}
     enhancer = registry.create("enhancer", name, codec=codec, **{k: v for k, v in options.items() if v is not None})
@@ -162,6 +163,56 @@ def find_enhancer(codec: str, *, model: Path | str | None = None, name: str = DE
         if shipped:
             raise
         return None, f"no enhancer for codec {codec!r}: {error}"
+
+
+def check_options(
+    *, device=None, steps=None, seed=0, tile=None, consistent=False, output_format: str | None = None
+) -> None:
+    """Every option's type and range, and the device, checked before a model is loaded.
+
+    A bad value is the user's error to fix (EnhanceError, one line); the step count's upper
+    bound depends on the model and is checked by `check_steps` once it is loaded.
+    """
+    from .image import OUTPUT_FORMATS
+
+    for name, value, low in (("steps", steps, 1), ("seed", seed, None), ("tile", tile, 16)):
+        if value is None and name != "seed":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EnhanceError(f"--{name} must be a whole number, got {value!r}")
+        if low is not None and value < low:
+            raise EnhanceError(f"--{name} {value}: must be at least {low}")
+    if tile is not None and tile % 16:
+        raise EnhanceError(f"--tile {tile}: must be a multiple of 16 (JPEG's 16-pixel grid)")
+    if not isinstance(consistent, bool):
+        raise EnhanceError(f"consistent must be true or false, got {consistent!r}")
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        raise EnhanceError(f"--format {output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    check_device(device)
+
+
+def check_device(device) -> None:
+    """EnhanceError (one line) unless `device` is None or a device this torch has: cpu, cuda[:N], mps."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise EnhanceError(f"--device {device!r}: not a device; use cpu or cuda (or cuda:N for the N-th GPU)") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise EnhanceError(f"--device {device}: CUDA is not available ({build}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise EnhanceError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices (cuda:0..)")
+        return
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise EnhanceError(f"--device {device}: not available here; use cpu or cuda")
 
 
 def check_steps(enhancer, steps: int | None) -> None:

@@ -37,7 +37,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from .enhance_one import DEFAULT_ENHANCER, enhance_bytes, load_enhancer, model_setting
+from .enhance_one import DEFAULT_ENHANCER, check_options, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput, EnhanceError
 from .image import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, output_format_for, read_file, save_image, temporary_target, write_atomic
 
@@ -296,6 +296,7 @@ def run(
     """
     if jobs < 1:
         raise EnhanceError("jobs must be at least 1")
+    check_options(device=device, steps=steps, seed=seed, tile=tile, consistent=consistent, output_format=output_format)
     start = time.perf_counter()
     settings = Settings(
         output_format=output_format, steps=steps, seed=seed, consistent=consistent,

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .enhance_one import DEFAULT_ENHANCER, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
+from .enhance_one import DEFAULT_ENHANCER, Enhanced, check_options, check_steps, enhance_bytes, load_enhancer, model_setting
 from .errors import BadInput
 from .image import DEFAULT_MAX_PIXELS, encode_image, read_file, write_atomic
 from .outputs import refuse_overwrite, write_output
@@ -75,7 +75,10 @@ def _cached_or_enhanced(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[Path, bytes | None, Enhanced | None]:
     """(cache entry, its PNG when the cache holds it, else the image enhanced now)."""
+    check_options(device=device, steps=steps, seed=seed, tile=tile, consistent=consistent)
     data = read_file(path)
+    if not data:  # refused before the model loads
+        raise BadInput(f"{path}: empty file (0 bytes)")
     enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)
     check_steps(enhancer, steps)
     key = cache_key(data, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)

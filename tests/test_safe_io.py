@@ -121,3 +121,52 @@ def test_encode_refuses_an_extension_of_another_format(tmp_path, monkeypatch, ca
     assert not (tmp_path / "x.png").exists()
     code, _, _ = run_main(monkeypatch, capsys, "encode", str(source), "-c", "jpeg", "-q", "40", "-o", str(tmp_path / "x.JPEG"))
     assert code == 0 and Image.open(tmp_path / "x.JPEG").format == "JPEG"
+
+
+# --- newcomer 2, hostile 10: options are checked before the model loads -------------------
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        (["--device", "gpu"], "--device 'gpu': not a device; use cpu or cuda"),
+        (["--device", "cuda"], "--device cuda: CUDA is not available"),
+        (["--steps", "0"], "--steps 0: must be at least 1"),
+        (["--tile", "100"], "--tile 100: must be a multiple of 16"),
+        (["--format", "gif"], "--format 'gif': use one of png, webp, jpeg, tiff"),
+    ],
+)
+def test_a_bad_option_is_one_line_exit_2_before_the_model_loads(tmp_path, monkeypatch, capsys, option, message):
+    import torch
+
+    if option == ["--device", "cuda"] and torch.cuda.is_available():
+        pytest.skip("CUDA is available here")
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(make_jpeg("420"))
+    missing = str(tmp_path / "no-such-bundle")  # loading it would fail with another message
+    for command in (["run", str(photo), "-o", str(tmp_path / "out")], ["decode-enhanced", str(photo), "-o", str(tmp_path / "o.png")]):
+        if command[0] == "decode-enhanced" and option[0] == "--format":
+            continue
+        code, _, err = run_main(monkeypatch, capsys, *command, *option, "--model", missing)
+        assert code == 2 and err.startswith("enhance: ") and err.count("\n") == 1 and message in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_open_checks_its_options_and_empty_files_before_loading_the_model(tmp_path, monkeypatch, cache_dir):
+    import enhance
+    from enhance import viewer
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(viewer, "load_enhancer", no_model)
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(make_jpeg("420"))
+    with pytest.raises(EnhanceError, match="--steps must be a whole number, got '1'"):
+        enhance.open(photo, steps="1")
+    with pytest.raises(EnhanceError, match="--seed must be a whole number"):
+        enhance.open(photo, seed=1.5)
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with pytest.raises(BadInput, match="empty file"):
+        enhance.open(empty)

@@ -147,6 +147,35 @@ def load_enhancer(
     return enhancer
 
 
+def enhancer_identity(
+    codec: str = "jpeg", *, model: Path | str | None = None, name: str = DEFAULT_ENHANCER, device=None, with_device: bool = True
+) -> str | None:
+    """The `identity` `load_enhancer` would give, known without loading the model (a hash of the bundle's files).
+
+    `with_device=False` names the weights alone. None when it cannot be known beforehand:
+    a plugin enhancer, or a bundle that cannot be found or read (loading it will say why).
+    """
+    if name != DEFAULT_ENHANCER:
+        return None
+    from .enhancers import bundle_directory, dirac_identity
+
+    try:
+        bundle = model_setting(model, codec)
+        directory = Path(bundle) if bundle is not None else bundle_directory(codec)
+        device_type = _device_type(device) if with_device else None
+        return dirac_identity(directory, device_type)
+    except (OSError, EnhanceError):
+        return None
+
+
+def _device_type(device) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
+
+
 def find_enhancer(codec: str, *, model: Path | str | None = None, name: str = DEFAULT_ENHANCER, device: str | None = None):
     """(enhancer, None), or (None, why there is none) for a codec with no trained enhancer.
 

@@ -170,3 +170,25 @@ def test_open_checks_its_options_and_empty_files_before_loading_the_model(tmp_pa
     empty.write_bytes(b"")
     with pytest.raises(BadInput, match="empty file"):
         enhance.open(empty)
+
+
+# --- newcomer 8: enhance.open reads the cache before loading the model, and fills .info -----------
+
+
+def test_open_on_a_cache_hit_does_not_load_the_model_and_says_what_made_it(tmp_path, tiny_bundle, monkeypatch, cache_dir):
+    import enhance
+    from enhance import viewer
+
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(make_jpeg("420"))
+    first = enhance.open(photo, model=tiny_bundle, steps=1)
+    assert first.info["enhance"]["cached"] is False and first.info["enhance"]["steps"] == 1
+    viewer._enhancer.cache_clear()
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model was loaded on a cache hit")
+
+    monkeypatch.setattr(viewer, "load_enhancer", no_model)
+    again = enhance.open(photo, model=tiny_bundle, steps=1)
+    assert again.info["enhance"] == {**first.info["enhance"], "cached": True}
+    assert again.info["enhance"]["model"] == str(tiny_bundle) and again.info["enhance"]["source"] == str(photo)

@@ -230,7 +230,8 @@ _ENHANCER_HELP = "Enhancer to use: dirac (built in) or one a plugin registers."
 
 
 def _run_progress(stack):
-    """A rich bar with ETA on a terminal; otherwise one JSON line per file on stdout."""
+    """(per-file callback, per-tile callback): a rich bar with ETA, and one for the tiles of a large
+    image, on a terminal; otherwise one JSON line per file on stdout and no tile progress."""
     import json
 
     if not sys.stderr.isatty():
@@ -238,7 +239,7 @@ def _run_progress(stack):
             typer.echo(json.dumps({"completed": completed, "total": total, **result.to_dict()}))
             sys.stdout.flush()
 
-        return report_line
+        return report_line, None
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -250,13 +251,33 @@ def _run_progress(stack):
         )
     )
     bar = progress.add_task("enhancing", total=None)
+    tiles = progress.add_task("tiles", total=None, visible=False)
 
     def advance(result, completed, total):
         progress.update(bar, total=total, completed=completed)
+        progress.update(tiles, visible=False)
         if result.status == "failed":
             progress.console.print(f"[red]failed[/red] {result.reason}", highlight=False)
 
-    return advance
+    def advance_tiles(task, done, total):
+        progress.update(tiles, description=f"  tiles of {task.input.name}", total=total, completed=done, visible=done < total)
+
+    return advance, advance_tiles
+
+
+def _stop_on_sigterm(stack) -> list[int]:
+    """SIGTERM stops a run as Ctrl-C does (what was done is printed and reported); returns [signal] once one came."""
+    import signal
+
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    stack.callback(signal.signal, signal.SIGTERM, previous)
+    return received
 
 
 @app.command("run")
@@ -281,16 +302,23 @@ def run_command(
     """Enhance JPEG archives into OUTDIR; reruns skip finished files. Exits 1 if any file failed."""
     from contextlib import ExitStack
 
-    from .runs import run
+    from .runs import RunInterrupted, run
 
     with ExitStack() as stack:
-        summary = run(
-            inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
-            consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
-            max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report,
-            progress_callback=_run_progress(stack),
-        )
+        received = _stop_on_sigterm(stack)
+        files, tiles = _run_progress(stack)
+        try:
+            summary = run(
+                inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
+                consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs, overwrite=overwrite,
+                max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report,
+                progress_callback=files, tile_callback=tiles,
+            )
+        except RunInterrupted as stopped:
+            summary = stopped.summary
     typer.echo(summary.line(), err=True)
+    if summary.interrupted:
+        raise typer.Exit(128 + (received[0] if received else 2))  # 130 for Ctrl-C, 143 for SIGTERM
     if not summary.ok:
         raise typer.Exit(1)
 

@@ -342,11 +342,9 @@ def run(
 ) -> RunSummary:
     """Enhances every input into OUTDIR; returns (and optionally writes as JSON) what was done, skipped and failed.
 
-    Errors that concern the whole run (a bad option, an unwritable OUTDIR or report, nothing
-    matched, the model cannot be loaded) raise before any image is enhanced; everything about
-    a single file is in its `FileResult`. KeyboardInterrupt (Ctrl-C; the CLI turns SIGTERM into
-    one) raises `RunInterrupted` after writing the report.
-    """
+    Errors about the whole run (a bad option, an unwritable OUTDIR or report, nothing matched, the
+    model) raise before any image is enhanced; a single file's are in its `FileResult`. On
+    KeyboardInterrupt (Ctrl-C; the CLI makes SIGTERM one) the report is written and `RunInterrupted` raised."""
     _check_destinations(
         outdir, report_path, jobs, device=device, steps=steps, seed=seed, tile=tile, consistent=consistent, output_format=output_format
     )
@@ -370,9 +368,7 @@ def run(
         if progress_callback is not None:
             progress_callback(result, len(summary.results), total)
 
-    for failure in failures:
-        record(failure)
-    pending = _pending(tasks, overwrite, record, settings, redo)
+    pending = _pending(tasks, overwrite, record, settings, redo, decided=failures)
     try:
         _execute(pending, settings, outdir, jobs, record, recheck=not overwrite, tile_callback=tile_callback)
     except KeyboardInterrupt:
@@ -423,9 +419,12 @@ def _check_plan(inputs, outdir, globs: tuple[str, ...], tasks: list[Task], failu
         )
 
 
-def _pending(tasks: list[Task], overwrite: bool, record, settings: Settings, redo: dict[str, str]) -> list[Task]:
-    """The tasks still to do. An existing output made with the same settings is skipped (unless
-    `overwrite`); one made with others, or with no record, is made again (`redo` says why)."""
+def _pending(tasks: list[Task], overwrite: bool, record, settings: Settings, redo: dict[str, str], decided=()) -> list[Task]:
+    """The tasks still to do, after recording the results `decided` at planning. An existing output made with
+    the same settings is skipped (unless `overwrite`); one made with others, or with no record, is made
+    again (`redo` says why)."""
+    for result in decided:
+        record(result)
     pending = []
     wanted = settings.record()
     for task in tasks:

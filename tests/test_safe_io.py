@@ -192,3 +192,31 @@ def test_open_on_a_cache_hit_does_not_load_the_model_and_says_what_made_it(tmp_p
     again = enhance.open(photo, model=tiny_bundle, steps=1)
     assert again.info["enhance"] == {**first.info["enhance"], "cached": True}
     assert again.info["enhance"]["model"] == str(tiny_bundle) and again.info["enhance"]["source"] == str(photo)
+
+
+# --- hostile 9: outputs always open in Pillow, whatever ICC profile the input carries ---------------
+
+
+def _jpeg_with_profile(size: int) -> bytes:
+    import io
+
+    from conftest import natural_image, srgb_profile
+
+    profile = srgb_profile()
+    padded = bytearray(profile + b"\0" * (size - len(profile)))
+    padded[0:4] = size.to_bytes(4, "big")  # the header's own size field: a valid, if bloated, profile
+    buffer = io.BytesIO()
+    Image.fromarray(natural_image(24, 32)).save(buffer, "JPEG", icc_profile=bytes(padded))
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("megabytes", [2, 15])
+def test_a_huge_icc_profile_never_makes_an_output_unopenable(tmp_path, tiny_bundle, megabytes):
+    photo = tmp_path / "p.jpg"
+    photo.write_bytes(_jpeg_with_profile(megabytes << 20))
+    for output_format, extension in (("png", ".png"), ("webp", ".webp"), ("jpeg", ".jpg"), ("tiff", ".tif")):
+        summary = run([photo], tmp_path / output_format, model=tiny_bundle, steps=1, output_format=output_format)
+        assert summary.ok, summary.failed
+        with Image.open(tmp_path / output_format / f"p{extension}") as written:
+            written.load()
+            assert written.size == (32, 24)

@@ -16,7 +16,8 @@ import typer
 from . import __version__
 from .errors import EnhanceError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make decoded images look real again.")
+# Plain (click) help, not rich panels: at 80 columns rich cuts long option names ("--max-megapixe…").
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make decoded images look real again.", rich_markup_mode=None)
 
 
 def _version(value: bool) -> None:
@@ -120,7 +121,7 @@ def codecs_table() -> None:
 
 # --- weights --------------------------------------------------------------------
 
-weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify the weights in weights.lock.")
+weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify the weights in weights.lock.", rich_markup_mode=None)
 app.add_typer(weights_app, name="weights")
 
 
@@ -365,7 +366,9 @@ def thumbnail(
     write_thumbnail(input_file, output_file, size, model=model)
 
 
-thumbnailer_app = typer.Typer(no_args_is_help=True, help="The XDG thumbnailer that shows enhanced JPEGs in file managers.")
+thumbnailer_app = typer.Typer(
+    no_args_is_help=True, help="The XDG thumbnailer that shows enhanced JPEGs in file managers.", rich_markup_mode=None
+)
 app.add_typer(thumbnailer_app, name="thumbnailer")
 
 

@@ -220,3 +220,31 @@ def test_a_huge_icc_profile_never_makes_an_output_unopenable(tmp_path, tiny_bund
         with Image.open(tmp_path / output_format / f"p{extension}") as written:
             written.load()
             assert written.size == (32, 24)
+
+
+# --- newcomer 8: --help at 80 columns never cuts an option name -----------------------------------
+
+
+def _commands(group, path=()):
+    import click
+
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_help_at_80_columns_shows_every_option_name_whole():
+    import typer
+    from typer.testing import CliRunner
+
+    root = typer.main.get_command(cli.app)
+    for path, command in _commands(root):
+        result = CliRunner().invoke(cli.app, [*path, "--help"], env={"COLUMNS": "80"}, terminal_width=80)
+        assert result.exit_code == 0, (path, result.output)
+        assert max(len(line) for line in result.output.splitlines()) <= 80, path
+        for parameter in command.params:
+            for name in getattr(parameter, "opts", []) + getattr(parameter, "secondary_opts", []):
+                if name.startswith("-"):
+                    assert name in result.output.replace("…", "\0"), (path, name)

@@ -5,12 +5,16 @@
   default). Hidden files and folders, and the output folder itself, are not entered.
 - Naming: OUTDIR / (path relative to the input folder) with the stem, the suffix and
   the output format's extension. An output that would be an input, or the output of
-  another input, fails that input instead of overwriting anything.
+  another input, fails that input instead of overwriting anything; outputs that would
+  replace their own inputs stop the run before any work.
 - Safety: outputs are written through `enhance.image.write_atomic` (temporary file in
-  the destination folder, fsync, rename), so an output that exists is complete. A rerun
-  skips existing outputs (a run killed with kill -9 resumes where it stopped) and
-  removes the temporary files a killed run left for the outputs it plans; `overwrite`
-  re-enhances existing outputs, and never touches inputs.
+  the destination folder, fsync, rename), so an output that exists is complete. Beside
+  each, a record (`enhance.outputs`) says which settings made it: a rerun skips outputs
+  made with the same settings (a run killed with kill -9 resumes where it stopped),
+  makes again those made with others, and removes the temporary files a killed run left
+  for the outputs it plans; `overwrite` re-enhances existing outputs, and never touches
+  inputs. Recorded outputs under OUTDIR are never inputs. Each output is claimed while it
+  is made, so concurrent runs over the same folders share the work.
 - Bad input fails only its own file, with the reason; the run goes on.
 - Each file is enhanced by `enhance.enhance_one` (the one road for a single image): only
   JPEG files, since the JPEG model is conditioned on the quality estimated from the

@@ -248,3 +248,11 @@ def test_help_at_80_columns_shows_every_option_name_whole():
             for name in getattr(parameter, "opts", []) + getattr(parameter, "secondary_opts", []):
                 if name.startswith("-"):
                     assert name in result.output.replace("…", "\0"), (path, name)
+
+
+def test_the_readme_says_what_consistent_does_in_compare():
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    assert "skips the JPEG consistency projection `enhance run` applies" not in readme
+    assert "`--consistent` adds the JPEG consistency projection (off by default, as in `enhance run`)" in readme

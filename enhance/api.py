@@ -110,7 +110,10 @@ class Encoded:
 
 
 def _refuse_overwrite(src: Path, dst: Path) -> None:
-    if dst.exists() and dst.resolve() == src.resolve():
+    # samefile: a hard link or symlink to the input is the input; never raises on symlink loops.
+    from .outputs import same_file
+
+    if dst.exists() and same_file(src, dst):
         raise BadInput(f"{dst}: refusing to overwrite the input file")
 
 

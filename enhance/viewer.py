@@ -51,6 +51,12 @@ def _enhancer(model: str | None, device: str | None, tile: int | None, name: str
     return load_enhancer("jpeg", model=model, name=name, device=device, tile=tile)
 
 
+@functools.lru_cache(maxsize=4)
+def _identity(model: str | None, device: str | None, name: str) -> str | None:
+    # Once per process, as the loaded enhancer is kept (`_enhancer`): hashing the bundle costs ~50 ms.
+    return enhancer_identity("jpeg", model=model, name=name, device=device)
+
+
 def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent: bool, tile: int | None = None) -> str:
     """The entry for `data` enhanced by `enhancer` (an instance, or its identity string) with these settings.
 
@@ -89,7 +95,7 @@ def _cached_or_enhanced(
     if not data:  # refused before the model loads
         raise BadInput(f"{path}: empty file (0 bytes)")
     # The cache is consulted before the model loads: the key needs only the bundle's hash.
-    identity = enhancer_identity("jpeg", model=model, name=enhancer_name, device=device)
+    identity = _identity(model_setting(model, "jpeg"), device, enhancer_name)
     enhancer = None
     if identity is None:  # a plugin enhancer: only the loaded one knows its identity
         enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)

@@ -110,14 +110,39 @@ class Encoded:
 
 
 def _refuse_overwrite(src: Path, dst: Path) -> None:
-    if dst.exists() and dst.resolve() == src.resolve():
+    # samefile: a hard link or symlink to the input is the input; never raises on symlink loops.
+    from .outputs import same_file
+
+    if dst.exists() and same_file(src, dst):
         raise BadInput(f"{dst}: refusing to overwrite the input file")
 
 
+# Other names a format's files go by, beside the codec's own `file_extension`.
+EXTENSION_ALIASES = {".jpg": (".jpeg", ".jpe", ".jfif"), ".heic": (".heif",), ".jp2": (".jpx",)}
+
+
+def expected_extensions(codec: str) -> tuple[str, ...]:
+    """The file extensions `encode` may write `codec`'s output under: its format's, or .enh for the container."""
+    kind = registry.codec_kind(codec)
+    factory = registry.factory(kind, codec)
+    own = getattr(factory, "file_extension", None)
+    if kind != "codec" or getattr(factory, "needs_container", False) or not own:
+        own = ".enh"
+    return (own, *EXTENSION_ALIASES.get(own, ()))
+
+
+def _check_extension(codec: str, dst: Path) -> None:
+    # Writing WebP bytes into x.png makes a file every viewer misreads: refuse, naming the fix.
+    allowed = expected_extensions(codec)
+    if dst.suffix.lower() not in allowed:
+        raise BadInput(f"{dst}: -c {codec} writes {allowed[0]} files; name the output {dst.with_suffix(allowed[0]).name}")
+
+
 def encode_file(src: Path | str, codec: str, rate, dst: Path | str, **options) -> Encoded:
-    """Encodes image file `src` with `codec` at `rate` into `dst`; see `encode_bitstream`."""
+    """Encodes image file `src` with `codec` at `rate` into `dst` (whose extension must be the codec's); see `encode_bitstream`."""
     src, dst = Path(src), Path(dst)
     _refuse_overwrite(src, dst)
+    _check_extension(codec, dst)
     pixels = load_display_pixels(src)
     data = encode_bitstream(pixels, codec, rate, **options)
     with _writing(dst):

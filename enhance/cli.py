@@ -16,7 +16,8 @@ import typer
 from . import __version__
 from .errors import EnhanceError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make decoded images look real again.")
+# Plain (click) help, not rich panels: at 80 columns rich cuts long option names ("--max-megapixe…").
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Make decoded images look real again.", rich_markup_mode=None)
 
 
 def _version(value: bool) -> None:
@@ -120,7 +121,7 @@ def codecs_table() -> None:
 
 # --- weights --------------------------------------------------------------------
 
-weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify the weights in weights.lock.")
+weights_app = typer.Typer(no_args_is_help=True, help="List, download and verify the weights in weights.lock.", rich_markup_mode=None)
 app.add_typer(weights_app, name="weights")
 
 
@@ -234,7 +235,8 @@ _NUM_GPUS_HELP = "With --engine ray: GPUs per actor (default 0)."
 
 
 def _run_progress(stack):
-    """A rich bar with ETA on a terminal; otherwise one JSON line per file on stdout."""
+    """(per-file callback, per-tile callback): a rich bar with ETA, and one for the tiles of a large
+    image, on a terminal; otherwise one JSON line per file on stdout and no tile progress."""
     import json
 
     if not sys.stderr.isatty():
@@ -242,7 +244,7 @@ def _run_progress(stack):
             typer.echo(json.dumps({"completed": completed, "total": total, **result.to_dict()}))
             sys.stdout.flush()
 
-        return report_line
+        return report_line, None
 
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -254,13 +256,33 @@ def _run_progress(stack):
         )
     )
     bar = progress.add_task("enhancing", total=None)
+    tiles = progress.add_task("tiles", total=None, visible=False)
 
     def advance(result, completed, total):
         progress.update(bar, total=total, completed=completed)
+        progress.update(tiles, visible=False)
         if result.status == "failed":
             progress.console.print(f"[red]failed[/red] {result.reason}", highlight=False)
 
-    return advance
+    def advance_tiles(task, done, total):
+        progress.update(tiles, description=f"  tiles of {task.input.name}", total=total, completed=done, visible=done < total)
+
+    return advance, advance_tiles
+
+
+def _stop_on_sigterm(stack) -> list[int]:
+    """SIGTERM stops a run as Ctrl-C does (what was done is printed and reported); returns [signal] once one came."""
+    import signal
+
+    received: list[int] = []
+
+    def stop(signum, frame):
+        received.append(signum)
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    stack.callback(signal.signal, signal.SIGTERM, previous)
+    return received
 
 
 @app.command("train-latent")
@@ -324,18 +346,25 @@ def run_command(
     from contextlib import ExitStack
 
     from .engines import make_engine
-    from .runs import run
+    from .runs import RunInterrupted, run
 
     chosen = make_engine(engine, address=address, jobs=jobs, num_cpus=num_cpus, num_gpus=num_gpus)
 
     with ExitStack() as stack:
-        summary = run(
-            inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
-            consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs or 1, overwrite=overwrite,
-            max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6), report_path=report,
-            progress_callback=_run_progress(stack), engine=chosen,
-        )
+        received = _stop_on_sigterm(stack)
+        files, tiles = _run_progress(stack)
+        try:
+            summary = run(
+                inputs, outdir, glob=glob, output_format=output_format, suffix=suffix, steps=steps, seed=seed,
+                consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, jobs=jobs or 1,
+                overwrite=overwrite, max_pixels=None if max_megapixels is None else int(max_megapixels * 1e6),
+                report_path=report, progress_callback=files, tile_callback=tiles, engine=chosen,
+            )
+        except RunInterrupted as stopped:
+            summary = stopped.summary
     typer.echo(summary.line(), err=True)
+    if summary.interrupted:
+        raise typer.Exit(128 + (received[0] if received else 2))  # 130 for Ctrl-C, 143 for SIGTERM
     if not summary.ok:
         raise typer.Exit(1)
 
@@ -354,9 +383,10 @@ def decode_enhanced(
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Use and fill the decoded-image cache."),
 ) -> None:
     """Decode a JPEG enhanced, as PNG (for viewers and ImageMagick-style delegates)."""
-    from .image import write_atomic
+    from .outputs import refuse_overwrite, write_output
     from .viewer import enhanced_png
 
+    refuse_overwrite(file, output)
     png = enhanced_png(
         file, steps=steps, seed=seed, consistent=consistent, model=model, enhancer_name=enhancer, device=device, tile=tile, cache=cache
     )
@@ -365,7 +395,7 @@ def decode_enhanced(
         stdout.write(png)
         stdout.flush()
     else:
-        write_atomic(Path(output), png)
+        write_output(Path(output), png, source=file)
 
 
 @app.command()
@@ -381,7 +411,9 @@ def thumbnail(
     write_thumbnail(input_file, output_file, size, model=model)
 
 
-thumbnailer_app = typer.Typer(no_args_is_help=True, help="The XDG thumbnailer that shows enhanced JPEGs in file managers.")
+thumbnailer_app = typer.Typer(
+    no_args_is_help=True, help="The XDG thumbnailer that shows enhanced JPEGs in file managers.", rich_markup_mode=None
+)
 app.add_typer(thumbnailer_app, name="thumbnailer")
 
 

@@ -133,6 +133,7 @@ def load_enhancer(
     """
     from .tiling import plan_tiles
 
+    check_options(device=device, steps=steps, tile=tile)
     bundle = model_setting(model, codec)
     options = {"bundle": Path(bundle) if bundle is not None else None, "device": device, "tile": tile}
     enhancer = registry.create("enhancer", name, codec=codec, **{k: v for k, v in options.items() if v is not None})
@@ -144,6 +145,35 @@ def load_enhancer(
             raise EnhanceError(f"--tile {tile_size}: {error}") from None
     check_steps(enhancer, steps)
     return enhancer
+
+
+def enhancer_identity(
+    codec: str = "jpeg", *, model: Path | str | None = None, name: str = DEFAULT_ENHANCER, device=None, with_device: bool = True
+) -> str | None:
+    """The `identity` `load_enhancer` would give, known without loading the model (a hash of the bundle's files).
+
+    `with_device=False` names the weights alone. None when it cannot be known beforehand:
+    a plugin enhancer, or a bundle that cannot be found or read (loading it will say why).
+    """
+    if name != DEFAULT_ENHANCER:
+        return None
+    from .enhancers import bundle_directory, dirac_identity
+
+    try:
+        bundle = model_setting(model, codec)
+        directory = Path(bundle) if bundle is not None else bundle_directory(codec)
+        device_type = _device_type(device) if with_device else None
+        return dirac_identity(directory, device_type)
+    except (OSError, EnhanceError):
+        return None
+
+
+def _device_type(device) -> str:
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(device).type
 
 
 def find_enhancer(codec: str, *, model: Path | str | None = None, name: str = DEFAULT_ENHANCER, device: str | None = None):
@@ -162,6 +192,56 @@ def find_enhancer(codec: str, *, model: Path | str | None = None, name: str = DE
         if shipped:
             raise
         return None, f"no enhancer for codec {codec!r}: {error}"
+
+
+def check_options(
+    *, device=None, steps=None, seed=0, tile=None, consistent=False, output_format: str | None = None
+) -> None:
+    """Every option's type and range, and the device, checked before a model is loaded.
+
+    A bad value is the user's error to fix (EnhanceError, one line); the step count's upper
+    bound depends on the model and is checked by `check_steps` once it is loaded.
+    """
+    from .image import OUTPUT_FORMATS
+
+    for name, value, low in (("steps", steps, 1), ("seed", seed, None), ("tile", tile, 16)):
+        if value is None and name != "seed":
+            continue
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise EnhanceError(f"--{name} must be a whole number, got {value!r}")
+        if low is not None and value < low:
+            raise EnhanceError(f"--{name} {value}: must be at least {low}")
+    if tile is not None and tile % 16:
+        raise EnhanceError(f"--tile {tile}: must be a multiple of 16 (JPEG's 16-pixel grid)")
+    if not isinstance(consistent, bool):
+        raise EnhanceError(f"consistent must be true or false, got {consistent!r}")
+    if output_format is not None and output_format not in OUTPUT_FORMATS:
+        raise EnhanceError(f"--format {output_format!r}: use one of {', '.join(OUTPUT_FORMATS)}")
+    check_device(device)
+
+
+def check_device(device) -> None:
+    """EnhanceError (one line) unless `device` is None or a device this torch has: cpu, cuda[:N], mps."""
+    if device is None:
+        return
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        raise EnhanceError(f"--device {device!r}: not a device; use cpu or cuda (or cuda:N for the N-th GPU)") from None
+    if parsed.type == "cpu":
+        return
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "this torch is a CPU-only build" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise EnhanceError(f"--device {device}: CUDA is not available ({build}); use --device cpu")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise EnhanceError(f"--device {device}: there are only {torch.cuda.device_count()} CUDA devices (cuda:0..)")
+        return
+    if parsed.type == "mps" and torch.backends.mps.is_available():
+        return
+    raise EnhanceError(f"--device {device}: not available here; use cpu or cuda")
 
 
 def check_steps(enhancer, steps: int | None) -> None:

@@ -131,13 +131,10 @@ def load_image(path: Path | str, *, max_pixels: int | None = DEFAULT_MAX_PIXELS)
 
 
 def read_file(path: Path | str) -> bytes:
-    path = Path(path)
-    try:
-        return path.read_bytes()
-    except IsADirectoryError:
-        raise BadInput(f"{path}: is a directory, not an image") from None
-    except OSError as error:
-        raise BadInput(f"{path}: cannot be read ({error.strerror or error})") from None
+    """A regular file's bytes, within the size bound; FIFOs, devices and symlink loops fail (`enhance.safe_read`)."""
+    from .safe_read import read_regular_file
+
+    return read_regular_file(path)
 
 
 def decode_image(data: bytes, *, path: Path | str, max_pixels: int | None = DEFAULT_MAX_PIXELS, scale: int = 1) -> LoadedImage:
@@ -370,6 +367,8 @@ def encode_image(pixels: np.ndarray, metadata: Metadata = Metadata(), output_for
     icc_profile = metadata.icc_profile
     if _icc_colour_space(icc_profile) != (b"GRAY" if image.mode == "L" else b"RGB "):
         icc_profile = None
+    if output_format == "png":
+        image, icc_profile = _png_readable_profile(image, icc_profile)
     options: dict = {}
     if icc_profile:
         options["icc_profile"] = icc_profile
@@ -390,6 +389,22 @@ def encode_image(pixels: np.ndarray, metadata: Metadata = Metadata(), output_for
     else:
         image.save(buffer, "TIFF", tiffinfo=_tiff_tags(exif, xmp), **options)
     return buffer.getvalue()
+
+
+def _png_readable_profile(image: Image.Image, icc_profile: bytes | None) -> tuple[Image.Image, bytes | None]:
+    """(pixels, profile) a PNG reader can open: Pillow refuses a PNG whose ICC profile is over
+    `PngImagePlugin.MAX_TEXT_CHUNK` (1 MB), so a larger one is applied to the pixels (converted to
+    sRGB, which is embedded instead) or, when it cannot be used, left out."""
+    if not icc_profile or len(icc_profile) <= PngImagePlugin.MAX_TEXT_CHUNK:
+        return image, icc_profile
+    if image.mode != "RGB":
+        return image, None
+    try:
+        srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+        converted = ImageCms.profileToProfile(image, ImageCms.ImageCmsProfile(io.BytesIO(icc_profile)), srgb, outputMode="RGB")
+        return converted, srgb.tobytes()
+    except (ImageCms.PyCMSError, OSError, ValueError, TypeError):
+        return image, None
 
 
 def _tiff_tags(exif: bytes | None, xmp: bytes | None) -> Image.Exif:

@@ -5,12 +5,16 @@
   default). Hidden files and folders, and the output folder itself, are not entered.
 - Naming: OUTDIR / (path relative to the input folder) with the stem, the suffix and
   the output format's extension. An output that would be an input, or the output of
-  another input, fails that input instead of overwriting anything.
+  another input, fails that input instead of overwriting anything; outputs that would
+  replace their own inputs stop the run before any work.
 - Safety: outputs are written through `enhance.image.write_atomic` (temporary file in
-  the destination folder, fsync, rename), so an output that exists is complete. A rerun
-  skips existing outputs (a run killed with kill -9 resumes where it stopped) and
-  removes the temporary files a killed run left for the outputs it plans; `overwrite`
-  re-enhances existing outputs, and never touches inputs.
+  the destination folder, fsync, rename), so an output that exists is complete. Beside
+  each, a record (`enhance.outputs`) says which settings made it: a rerun skips outputs
+  made with the same settings (a run killed with kill -9 resumes where it stopped),
+  makes again those made with others, and removes the temporary files a killed run left
+  for the outputs it plans; `overwrite` re-enhances existing outputs, and never touches
+  inputs. Recorded outputs under OUTDIR are never inputs. Each output is claimed while it
+  is made, so concurrent runs over the same folders share the work.
 - Bad input fails only its own file, with the reason; the run goes on.
 - Each file is enhanced by `enhance.enhance_one` (the one road for a single image): only
   JPEG files, since the JPEG model is conditioned on the quality estimated from the
@@ -31,15 +35,18 @@ import json
 import os
 import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, as_completed, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Callable
 
-from .enhance_one import DEFAULT_ENHANCER, enhance_bytes, load_enhancer, model_setting
+from . import outputs
+from .enhance_one import DEFAULT_ENHANCER, check_options, enhance_bytes, enhancer_identity, load_enhancer, model_setting
 from .errors import BadInput, EnhanceError
-from .image import DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, output_format_for, read_file, save_image, temporary_target, write_atomic
+from .image import (
+    DEFAULT_MAX_PIXELS, OUTPUT_FORMATS, encode_image, output_format_for, read_file, save_image, temporary_target, write_atomic,
+)
 
 DEFAULT_GLOBS = ("*.jpg", "*.jpeg", "*.jpe", "*.jfif")
 
@@ -67,7 +74,7 @@ def enhance_file(
 ) -> Path:
     """Enhances one JPEG into `output_path` (format from its extension unless given), keeping EXIF, ICC and XMP."""
     output_format = output_format or output_format_for(output_path)
-    if Path(output_path).resolve() == Path(input_path).resolve():
+    if outputs.same_file(output_path, input_path):
         raise BadInput(f"{output_path}: the output would overwrite its input")
     data = read_file(input_path)
     if enhancer is None:
@@ -93,6 +100,7 @@ class FileResult:
     reason: str | None = None
     seconds: float = 0.0
     note: str | None = None
+    redone: str | None = None  # why an existing output was made again (its settings differed)
 
     def to_dict(self) -> dict:
         fields = {key: value for key, value in asdict(self).items() if value is not None}
@@ -104,15 +112,29 @@ def _matches(name: str, globs: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name.lower(), pattern.lower()) for pattern in globs)
 
 
+def _real(path: Path) -> Path:
+    # os.path.realpath never raises: a symlink loop stays a path, and reading it later
+    # fails that one file with its reason (Path.resolve raises RuntimeError on loops).
+    return Path(os.path.realpath(path))
+
+
 def _walk(folder: Path, globs: tuple[str, ...], excluded: Path) -> list[Path]:
     found = []
     for directory, subdirectories, files in os.walk(folder):
         here = Path(directory)
         subdirectories[:] = sorted(
-            name for name in subdirectories if not name.startswith(".") and (here / name).resolve() != excluded
+            name for name in subdirectories if not name.startswith(".") and _real(here / name) != excluded
         )
-        found.extend(here / name for name in sorted(files) if not name.startswith(".") and _matches(name, globs))
+        inside = _is_within(_real(here), excluded)
+        found.extend(
+            here / name for name in sorted(files)
+            if not name.startswith(".") and _matches(name, globs) and not (inside and outputs.is_recorded_output(here / name))
+        )
     return found
+
+
+def _is_within(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
 
 
 def plan(
@@ -123,13 +145,14 @@ def plan(
     output_format: str = "png",
     suffix: str = "",
 ) -> tuple[list[Task], list[FileResult]]:
-    """Every (input, output) pair, and the inputs that fail before any work: missing, or an unsafe output."""
+    """Every (input, output) pair, and the inputs decided before any work: missing or an unsafe output
+    (failed), or an output of an earlier run named as an input (skipped)."""
     if output_format not in OUTPUT_FORMATS:
         raise EnhanceError(f"unknown output format {output_format!r}; use one of {', '.join(OUTPUT_FORMATS)}")
     if "/" in suffix or os.sep in suffix:
         raise EnhanceError(f"the suffix {suffix!r} must not contain a path separator")
     outdir = Path(outdir)
-    excluded = outdir.resolve()
+    excluded = _real(outdir)
     extension = OUTPUT_FORMATS[output_format]
     candidates: list[Task] = []
     failures: list[FileResult] = []
@@ -138,25 +161,27 @@ def plan(
             for path in _walk(given, globs, excluded):
                 relative = path.relative_to(given)
                 candidates.append(Task(path, outdir / relative.parent / f"{path.stem}{suffix}{extension}"))
-        elif given.exists():
+        elif _is_within(_real(given), excluded) and outputs.is_recorded_output(given):
+            failures.append(FileResult(str(given), None, "skipped", f"{given}: an output of an earlier run under OUTDIR; never an input"))
+        elif given.exists() or os.path.lexists(given):  # a symlink loop is taken, to fail with its reason
             candidates.append(Task(given, outdir / f"{given.stem}{suffix}{extension}"))
         else:
             failures.append(FileResult(str(given), None, "failed", f"{given}: no such file or folder"))
 
-    input_files = {task.input.resolve() for task in candidates}
+    input_files = {_real(task.input) for task in candidates}
     claimed: dict[Path, Path] = {}
     tasks: list[Task] = []
     for task in candidates:
-        target = task.output.resolve()
+        target = _real(task.output)
         if target in input_files:
             failures.append(FileResult(str(task.input), str(task.output), "failed", f"{task.output}: the output would overwrite an input"))
         elif target in claimed:
-            if claimed[target] != task.input.resolve():
+            if claimed[target] != _real(task.input):
                 failures.append(
                     FileResult(str(task.input), str(task.output), "failed", f"{task.output}: already the output of {claimed[target]}")
                 )
         else:
-            claimed[target] = task.input.resolve()
+            claimed[target] = _real(task.input)
             tasks.append(task)
     return tasks, failures
 
@@ -165,7 +190,10 @@ def remove_stale_temporaries(tasks: list[Task]) -> int:
     """Removes temporary files a killed run left for any of these outputs; returns how many."""
     planned: dict[Path, set[str]] = {}
     for task in tasks:
-        planned.setdefault(task.output.parent, set()).add(task.output.name)
+        # Another live run's temporaries are its own: only outputs nobody else holds are cleaned.
+        if outputs.held_by_another(task.output) is None:
+            outputs.remove_dead_claim(task.output)
+            planned.setdefault(task.output.parent, set()).update({task.output.name, outputs.record_path(task.output).name})
     removed = 0
     for directory, names in planned.items():
         try:
@@ -193,6 +221,14 @@ class Settings:
     tile: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     enhancer: str = DEFAULT_ENHANCER
+    model_identity: str | None = None  # a hash of the model's files, when known without loading it
+
+    def record(self) -> dict:
+        """What made an output, as its record keeps it: a rerun skips only outputs made with all of these the same."""
+        return {
+            "enhancer": self.enhancer, "model": self.model_identity or self.model, "steps": self.steps,
+            "seed": self.seed, "consistent": self.consistent, "format": self.output_format,
+        }
 
     def load_enhancer(self):
         return load_enhancer("jpeg", model=self.model, name=self.enhancer, device=self.device, tile=self.tile, steps=self.steps)
@@ -204,6 +240,8 @@ class RunSummary:
     seconds: float = 0.0
     started: str = ""
     settings: Settings = field(default_factory=Settings)
+    interrupted: bool = False  # stopped by Ctrl-C or SIGTERM; `not_started` files were never begun
+    not_started: int = 0
 
     def _with(self, status: str) -> list[FileResult]:
         return [result for result in self.results if result.status == status]
@@ -221,11 +259,20 @@ class RunSummary:
         return self._with("failed")
 
     @property
+    def redone(self) -> list[FileResult]:
+        """Done files whose existing output was made again because its settings differed."""
+        return [result for result in self.done if result.redone]
+
+    @property
     def ok(self) -> bool:
-        return not self.failed
+        return not self.failed and not self.interrupted
 
     def line(self) -> str:
-        return f"done {len(self.done)}, skipped {len(self.skipped)}, failed {len(self.failed)} in {self.seconds:.1f} s"
+        redone = f" ({len(self.redone)} redone: made before with other settings)" if self.redone else ""
+        line = f"done {len(self.done)}{redone}, skipped {len(self.skipped)}, failed {len(self.failed)} in {self.seconds:.1f} s"
+        if self.interrupted:
+            line += f"; interrupted with {self.not_started} not done: rerun the same command to resume (finished outputs are kept)"
+        return line
 
     def to_dict(self) -> dict:
         return {
@@ -233,13 +280,24 @@ class RunSummary:
             "version": REPORT_VERSION,
             "started": self.started,
             "seconds": round(self.seconds, 3),
-            "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed)},
+            "counts": {"done": len(self.done), "skipped": len(self.skipped), "failed": len(self.failed), "redone": len(self.redone)},
             "settings": asdict(self.settings),
+            **({"interrupted": True, "not_started": self.not_started} if self.interrupted else {}),
             "files": [result.to_dict() for result in self.results],
         }
 
 
+class RunInterrupted(KeyboardInterrupt):
+    """A run stopped by Ctrl-C or SIGTERM; `summary` holds what was done (the report, if asked for, is written)."""
+
+    def __init__(self, summary: RunSummary):
+        super().__init__(summary.line())
+        self.summary = summary
+
+
 ProgressCallback = Callable[[FileResult, int, int], None]
+# (the file being enhanced, tiles done, tiles in all): called after each tile of an image of several tiles.
+TileCallback = Callable[[Task, int, int], None]
 
 # An engine enhances the planned tasks whose output is still to be written, calling
 # `record` once per task with its result (in any order), by way of `process_task`. It
@@ -257,7 +315,9 @@ def process_task(task: Task, settings: Settings, enhancer) -> FileResult:
             read_file(task.input), path=task.input, enhancer=enhancer, steps=settings.steps, seed=settings.seed,
             consistent=settings.consistent, max_pixels=settings.max_pixels,
         )
-        save_image(task.output, enhanced.pixels, enhanced.metadata, settings.output_format, greyscale=enhanced.greyscale)
+        data = encode_image(enhanced.pixels, enhanced.metadata, settings.output_format, greyscale=enhanced.greyscale)
+        write_atomic(task.output, data)
+        outputs.write_record(task.output, data, settings.record(), source=task.input)
     except BadInput as error:
         return FileResult(str(task.input), str(task.output), "failed", str(error), time.perf_counter() - start)
     except OSError as error:
@@ -289,58 +349,140 @@ def run(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     report_path: Path | str | None = None,
     progress_callback: ProgressCallback | None = None,
+    tile_callback: TileCallback | None = None,
     engine: Engine | None = None,
 ) -> RunSummary:
     """Enhances every input into OUTDIR; returns (and optionally writes as JSON) what was done, skipped and failed.
 
-    Errors that concern the whole run (the model cannot be loaded) raise; everything
-    about a single file is in its `FileResult`. `engine` (see `Engine`) replaces `jobs`."""
-    if jobs < 1:
-        raise EnhanceError("jobs must be at least 1")
+    Errors about the whole run (a bad option, an unwritable OUTDIR or report, nothing matched, the
+    model) raise before any image is enhanced; a single file's are in its `FileResult`. On
+    KeyboardInterrupt (Ctrl-C; the CLI makes SIGTERM one) the report is written and `RunInterrupted` raised.
+    `engine` (see `Engine`) replaces `jobs`."""
+    _check_destinations(
+        outdir, report_path, jobs, device=device, steps=steps, seed=seed, tile=tile, consistent=consistent, output_format=output_format
+    )
     start = time.perf_counter()
     settings = Settings(
-        output_format=output_format, steps=steps, seed=seed, consistent=consistent,
-        model=model_setting(model, "jpeg"),
+        output_format=output_format, steps=steps, seed=seed, consistent=consistent, model=model_setting(model, "jpeg"),
         device=device, tile=tile, max_pixels=max_pixels, enhancer=enhancer_name,
+        model_identity=enhancer_identity("jpeg", model=model, name=enhancer_name, with_device=False),
     )
     summary = RunSummary(started=datetime.now(timezone.utc).isoformat(timespec="seconds"), settings=settings)
-    tasks, failures = plan(inputs, outdir, globs=tuple(glob) if glob else DEFAULT_GLOBS, output_format=output_format, suffix=suffix)
+    globs = tuple(glob) if glob else DEFAULT_GLOBS
+    tasks, failures = plan(inputs, outdir, globs=globs, output_format=output_format, suffix=suffix)
+    _check_plan(inputs, outdir, globs, tasks, failures)
     remove_stale_temporaries(tasks)
-    total = len(tasks) + len(failures)
+    total, redo = len(tasks) + len(failures), {}  # redo: output -> why an existing one is made again
 
     def record(result: FileResult) -> None:
+        if result.status == "done" and result.output in redo:
+            result = replace(result, redone=redo[result.output])
         summary.results.append(result)
         if progress_callback is not None:
             progress_callback(result, len(summary.results), total)
 
-    for failure in failures:
-        record(failure)
-    pending = _pending(tasks, overwrite, record)
-
-    if pending and engine is not None:
-        engine(pending, settings, record)
-    elif pending and jobs == 1:
-        enhancer = settings.load_enhancer()
-        for task in pending:
-            record(process_task(task, settings, enhancer))
-    elif pending:
-        _run_in_workers(pending, settings, min(jobs, len(pending)), record)
-
-    summary.seconds = time.perf_counter() - start
-    if report_path is not None:
-        write_report(summary, report_path)
+    pending = _pending(tasks, overwrite, record, settings, redo, decided=failures)
+    try:
+        if pending and engine is not None:
+            engine(pending, settings, record)
+        else:
+            _execute(pending, settings, outdir, jobs, record, recheck=not overwrite, tile_callback=tile_callback)
+    except KeyboardInterrupt:
+        summary.interrupted, summary.not_started = True, total - len(summary.results)
+        _finish(summary, start, report_path)
+        raise RunInterrupted(summary) from None
+    _finish(summary, start, report_path)
     return summary
 
 
-def _pending(tasks: list[Task], overwrite: bool, record: Callable[[FileResult], None]) -> list[Task]:
-    """The tasks still to do; those whose output exists are recorded as skipped (unless `overwrite`)."""
+def _execute(pending: list[Task], settings: Settings, outdir, jobs: int, record, *, recheck: bool, tile_callback) -> None:
+    if pending and jobs == 1:
+        _run_here(pending, settings, outdir, record, recheck=recheck, tile_callback=tile_callback)
+    elif pending:
+        outputs.probe_output_folder(outdir, what="OUTDIR")
+        _run_in_workers(pending, settings, min(jobs, len(pending)), record, recheck=recheck)
+
+
+def _finish(summary: RunSummary, start: float, report_path: Path | str | None) -> None:
+    summary.seconds = time.perf_counter() - start
+    if report_path is not None:
+        write_report(summary, report_path)
+
+
+def _check_destinations(outdir: Path | str, report_path: Path | str | None, jobs: int, **options) -> None:
+    """Every option is valid, OUTDIR is (or can become) a writable folder and --report a file, before any work."""
+    if jobs < 1:
+        raise EnhanceError("jobs must be at least 1")
+    check_options(**options)
+    outputs.check_output_folder(outdir, what="OUTDIR")
+    if report_path is not None:
+        outputs.check_report_path(report_path)
+
+
+def _check_plan(inputs, outdir, globs: tuple[str, ...], tasks: list[Task], failures: list[FileResult]) -> None:
+    """A run with nothing to do, or whose outputs would replace their own inputs, stops before any work."""
+    if not tasks and not failures:
+        folders = ", ".join(str(given) for given in inputs)
+        raise EnhanceError(
+            f"nothing to enhance: no file under {folders} matched --glob {' '.join(globs)} "
+            "(names match in any case; hidden files and OUTDIR are not searched)"
+        )
+    own = [failure for failure in failures if failure.output and outputs.same_file(failure.input, failure.output)]
+    if own:
+        raise EnhanceError(
+            f"{own[0].output}: outputs would replace their own inputs ({len(own)} files; OUTDIR {outdir} holds the inputs "
+            "and the output names are theirs): add --suffix, e.g. --suffix _enhanced, or choose another -o"
+        )
+
+
+def _pending(tasks: list[Task], overwrite: bool, record, settings: Settings, redo: dict[str, str], decided=()) -> list[Task]:
+    """The tasks still to do, after recording the results `decided` at planning. An existing output made with
+    the same settings is skipped (unless `overwrite`); one made with others, or with no record, is made
+    again (`redo` says why)."""
+    for result in decided:
+        record(result)
     pending = []
+    wanted = settings.record()
     for task in tasks:
         if not overwrite and task.output.exists():
-            record(FileResult(str(task.input), str(task.output), "skipped", "the output exists"))
-        else:
-            pending.append(task)
+            made_with = outputs.recorded_settings(task.output)
+            if made_with == wanted:
+                record(FileResult(str(task.input), str(task.output), "skipped", "the output exists, made with the same settings"))
+                continue
+            redo[str(task.output)] = outputs.describe_change(made_with, wanted)
+        pending.append(task)
     return pending
+
+
+def _claim_or_skip(task: Task, settings: Settings, recheck: bool) -> FileResult | None:
+    """Claims the task's output for this run; a result saying why not when another run holds or just made it."""
+    held = outputs.claim(task.output)
+    if held is not None:
+        return FileResult(str(task.input), str(task.output), "skipped", held)
+    if recheck and task.output.exists() and outputs.recorded_settings(task.output) == settings.record():
+        outputs.release(task.output)
+        return FileResult(str(task.input), str(task.output), "skipped", "made meanwhile by another run with the same settings")
+    return None
+
+
+def _run_here(pending: list[Task], settings: Settings, outdir, record, *, recheck: bool, tile_callback: TileCallback | None) -> None:
+    """Enhances `pending` in this process, each output claimed while it is made."""
+    from .tiling import reporting_tiles
+
+    enhancer = settings.load_enhancer()
+    outputs.probe_output_folder(outdir, what="OUTDIR")
+    for task in pending:
+        skipped = _claim_or_skip(task, settings, recheck)
+        if skipped is not None:
+            record(skipped)
+            continue
+        try:
+            tiles = None if tile_callback is None else (lambda done, total, task=task: tile_callback(task, done, total))
+            with reporting_tiles(tiles):
+                result = process_task(task, settings, enhancer)
+        finally:
+            outputs.release(task.output)
+        record(result)
 
 
 def write_report(summary: RunSummary, path: Path | str) -> None:
@@ -368,8 +510,16 @@ def _worker_process(task: Task) -> FileResult:
     return process_task(task, settings, _worker_state["enhancer"])
 
 
-def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int, record: Callable[[FileResult], None]) -> None:
+def _run_in_workers(
+    tasks: list[Task], settings: Settings, jobs: int, record: Callable[[FileResult], None], *, recheck: bool = True
+) -> None:
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    claimed: dict = {}  # future -> its task, whose output this process has claimed
+
+    def finish(future) -> None:
+        outputs.release(claimed.pop(future).output)
+        record(future.result())
+
     # spawn, not fork: forking a process whose torch thread pools may already be
     # running can deadlock the children.
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn"), initializer=_start_worker, initargs=(settings, threads)) as pool:
@@ -379,13 +529,22 @@ def _run_in_workers(tasks: list[Task], settings: Settings, jobs: int, record: Ca
         running = set()
         try:
             for task in queue:
-                running.add(pool.submit(_worker_process, task))
+                skipped = _claim_or_skip(task, settings, recheck)
+                if skipped is not None:
+                    record(skipped)
+                    continue
+                future = pool.submit(_worker_process, task)
+                claimed[future] = task
+                running.add(future)
                 if len(running) >= 2 * jobs:
                     finished, running = wait(running, return_when=FIRST_COMPLETED)
                     for future in finished:
-                        record(future.result())
+                        finish(future)
             for future in as_completed(running):
-                record(future.result())
+                finish(future)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+        finally:
+            for task in claimed.values():
+                outputs.release(task.output)

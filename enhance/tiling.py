@@ -10,8 +10,10 @@ overlap and the image's noise does not depend on the tiling.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -103,6 +105,21 @@ def hash_seed(seed: int, by: int, bx: int) -> int:
     return value ^ (value >> 17)
 
 
+# Called as (tiles done, tiles in all) after each tile of an image of several tiles, so
+# applications can show progress inside one large image (`reporting_tiles`).
+_tile_progress: ContextVar[Callable[[int, int], None] | None] = ContextVar("tile_progress", default=None)
+
+
+@contextmanager
+def reporting_tiles(callback: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Within the block, `apply_tiled` calls `callback(done, total)` after each tile of a multi-tile image."""
+    token = _tile_progress.set(callback)
+    try:
+        yield
+    finally:
+        _tile_progress.reset(token)
+
+
 def apply_tiled(
     image: np.ndarray,
     process: Callable[[np.ndarray, Tile], np.ndarray],
@@ -115,12 +132,15 @@ def apply_tiled(
     tiles = plan_tiles(padded.shape[0], padded.shape[1], tile, overlap)
     accumulator = None
     total = np.zeros(padded.shape[:2], dtype=np.float32)
-    for t in tiles:
+    report = _tile_progress.get() if len(tiles) > 1 else None
+    for done, t in enumerate(tiles, start=1):
         result = process(padded[t.y0 : t.y1, t.x0 : t.x1], t)
         if accumulator is None:
             accumulator = np.zeros(padded.shape[:2] + result.shape[2:], dtype=np.float32)
         weight = blend_weights(t, tiles)
         accumulator[t.y0 : t.y1, t.x0 : t.x1] += result * weight[..., None]
         total[t.y0 : t.y1, t.x0 : t.x1] += weight
+        if report is not None:
+            report(done, len(tiles))
     accumulator /= total[..., None]
     return accumulator[:height, :width]

@@ -7,8 +7,9 @@ once, greyscale kept, ICC/EXIF/XMP attached) and cache the resulting PNG under
 device, dtype), the tile size, steps, seed and consistency, so a changed file or model
 never returns a stale result. Entries are written atomically; nothing evicts them.
 
-A cache hit still loads the model once per process, because the enhancer's identity
-is part of the key; a viewer that calls `open` repeatedly keeps the model loaded.
+The cache is consulted before the model is loaded: for DIRAC the enhancer's identity
+is a hash of its bundle's files, known without loading it, so a cache hit costs a file
+read. (A plugin enhancer is loaded first, since only it knows its identity.)
 
 `write_thumbnail` and the XDG thumbnailer entry (`enhance/data/enhance.thumbnailer`)
 make file managers show enhanced thumbnails.
@@ -28,12 +29,15 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .enhance_one import DEFAULT_ENHANCER, CodedImage, Enhanced, check_steps, enhance_bytes, load_enhancer, model_setting
+from .enhance_one import (
+    DEFAULT_ENHANCER, CodedImage, Enhanced, check_options, check_steps, enhance_bytes, enhancer_identity, load_enhancer, model_setting,
+)
 from .errors import BadInput
 from .image import DEFAULT_MAX_PIXELS, _icc_colour_space, encode_image, read_file, write_atomic
+from .outputs import refuse_overwrite, write_output
 from .preview import INFO_KEY, decoded, fit, plan_for
 
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 THUMBNAILER_FILE = "enhance.thumbnailer"
 
 
@@ -48,13 +52,25 @@ def _enhancer(model: str | None, device: str | None, tile: int | None, name: str
     return load_enhancer("jpeg", model=model, name=name, device=device, tile=tile)
 
 
-def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent: bool) -> str:
+@functools.lru_cache(maxsize=4)
+def _identity(model: str | None, device: str | None, name: str) -> str | None:
+    # Once per process, as the loaded enhancer is kept (`_enhancer`): hashing the bundle costs ~50 ms.
+    return enhancer_identity("jpeg", model=model, name=name, device=device)
+
+
+def cache_key(data: bytes, *, enhancer, steps: int | None, seed: int, consistent: bool, tile: int | None = None) -> str:
+    """The entry for `data` enhanced by `enhancer` (an instance, or its identity string) with these settings.
+
+    Steps and tile are keyed as given (None: the model's default), so the key is known
+    before the model is loaded.
+    """
+    identity = enhancer if isinstance(enhancer, str) else enhancer.identity
     fields = {
         "version": CACHE_VERSION,
         "file": hashlib.sha256(data).hexdigest(),
-        "enhancer": enhancer.identity,
-        "tile": getattr(enhancer, "tile", None),
-        "steps": steps if steps is not None else enhancer.default_steps,
+        "enhancer": identity,
+        "tile": tile,
+        "steps": steps,
         "seed": seed,
         "consistent": consistent,
     }
@@ -75,13 +91,23 @@ def _cached_or_enhanced(
     max_pixels: int = DEFAULT_MAX_PIXELS,
 ) -> tuple[Path, bytes | None, Enhanced | None]:
     """(cache entry, its PNG when the cache holds it, else the image enhanced now)."""
+    check_options(device=device, steps=steps, seed=seed, tile=tile, consistent=consistent)
     data = read_file(path)
-    enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)
-    check_steps(enhancer, steps)
-    key = cache_key(data, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent)
+    if not data:  # refused before the model loads
+        raise BadInput(f"{path}: empty file (0 bytes)")
+    # The cache is consulted before the model loads: the key needs only the bundle's hash.
+    identity = _identity(model_setting(model, "jpeg"), device, enhancer_name)
+    enhancer = None
+    if identity is None:  # a plugin enhancer: only the loaded one knows its identity
+        enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)
+        identity = enhancer.identity
+    key = cache_key(data, enhancer=identity, steps=steps, seed=seed, consistent=consistent, tile=tile)
     cached = cache_directory() / key[:2] / f"{key}.png"
     if cache and cached.is_file():
         return cached, cached.read_bytes(), None
+    if enhancer is None:
+        enhancer = _enhancer(model_setting(model, "jpeg"), device, tile, enhancer_name)
+    check_steps(enhancer, steps)
     enhanced = enhance_bytes(data, path=path, enhancer=enhancer, steps=steps, seed=seed, consistent=consistent, max_pixels=max_pixels)
     return cached, None, enhanced
 
@@ -95,12 +121,25 @@ def enhanced_png(path: Path | str, *, cache: bool = True, **options) -> bytes:
 
     Options: steps, seed, consistent, model, enhancer_name (a registered enhancer), device, tile, max_pixels.
     """
+    return _png_and_hit(path, cache=cache, **options)[0]
+
+
+def _png_and_hit(path: Path | str, *, cache: bool = True, **options) -> tuple[bytes, bool]:
     entry, png, enhanced = _cached_or_enhanced(path, cache=cache, **options)
-    if png is None:
-        png = _png(enhanced)
-        if cache:
-            write_atomic(entry, png)
-    return png
+    if png is not None:
+        return png, True
+    png = _png(enhanced)
+    if cache:
+        _fill_cache(entry, png)
+    return png, False
+
+
+def _fill_cache(entry: Path, png: bytes) -> None:
+    # The cache only saves time: a full disk or a read-only cache folder must not fail the image.
+    try:
+        write_atomic(entry, png)
+    except OSError:
+        pass
 
 
 def _fast(path: Path | str, size: int | None, options: dict) -> tuple[Enhanced | None, dict, str | None]:
@@ -136,6 +175,7 @@ def open(path: Path | str, *, size: int | None = None, **options) -> Image.Image
     """The enhanced JPEG as a loaded PIL image ("RGB", or "L" for greyscale files); ICC, EXIF and XMP are in `.info`.
 
     Takes `enhanced_png`'s options (steps, seed, consistent, model, device, tile, cache).
+    `.info["enhance"]` says what made an enhanced image (settings, enhancer, source, cache hit).
     By default, and with `size` (the largest side the viewer shows, the image fitted
     inside size x size), it is the fast mode of `enhance.preview`: enhanced at 1 step only
     when that is quick and shows, else decoded (DCT-scaled to `size`) without the model;
@@ -145,8 +185,18 @@ def open(path: Path | str, *, size: int | None = None, **options) -> Image.Image
     if fast is not None:
         image = _pil(fast)
     else:
-        image = Image.open(io.BytesIO(enhanced_png(path, **options)))
+        png, hit = _png_and_hit(path, **options)
+        image = Image.open(io.BytesIO(png))
         image.load()
+        image.info["enhance"] = {
+            "source": str(path),
+            "steps": options.get("steps"),
+            "seed": options.get("seed", 0),
+            "consistent": options.get("consistent", False),
+            "enhancer": options.get("enhancer_name", DEFAULT_ENHANCER),
+            "model": model_setting(options.get("model"), "jpeg"),
+            "cached": hit,
+        }
         if size is not None:
             image.thumbnail((size, size), Image.Resampling.LANCZOS)
     if reason is not None:
@@ -168,8 +218,7 @@ def open_array(path: Path | str, *, cache: bool = True, size: int | None = None,
     if png is None and not cache:
         return enhanced.pixels
     if png is None:
-        png = _png(enhanced)
-        write_atomic(entry, png)
+        _fill_cache(entry, _png(enhanced))
         return enhanced.pixels
     with Image.open(io.BytesIO(png)) as image:
         return np.asarray(image.convert("RGB"))
@@ -179,12 +228,12 @@ def write_thumbnail(input_path: Path | str, output_path: Path | str, size: int, 
     """A PNG no larger than size x size of the enhanced image, written atomically (XDG thumbnailer protocol)."""
     if size < 1:
         raise BadInput(f"thumbnail size must be at least 1, not {size}")
+    refuse_overwrite(input_path, output_path)
     image = open(input_path, size=size, **options)  # the fast mode: a DCT-scaled decode of a large JPEG
     image.thumbnail((size, size), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     image.save(buffer, "PNG")
-    write_atomic(Path(output_path), buffer.getvalue())
-    return Path(output_path)
+    return write_output(Path(output_path), buffer.getvalue(), source=input_path)
 
 
 def thumbnailer_entry(executable: str = "enhance") -> str:

@@ -159,7 +159,7 @@ def test_crop_is_the_most_detailed_window():
 def test_jpeg_rows_match_an_independent_computation(jpeg_run, bundle):
     """Pillow encodes and decodes, the enhancer and the metrics run directly: the JSON must agree."""
     from enhance.consistency import project_to_jpeg
-    from enhance.enhancement import jpeg_rate
+    from enhance.enhance_one import CodedImage
 
     comparison, pixels = jpeg_run
     # SWD samples patches image after image: keep the dataset's order (a sorted walk).
@@ -179,7 +179,7 @@ def test_jpeg_rows_match_an_independent_computation(jpeg_run, bundle):
             bpps.append(8 * len(data) / (original.shape[0] * original.shape[1]))
             outputs["jpeg"].append(decoded)
             for steps in STEPS:
-                enhanced = enhancer.enhance(decoded, rate=jpeg_rate(data), steps=steps, seed=0)
+                enhanced = enhancer.enhance(decoded, rate=CodedImage.read(data).rate, steps=steps, seed=0)
                 outputs[f"jpeg+dirac-{steps}"].append(project_to_jpeg(enhanced, data))
         for name, images in outputs.items():
             expected[name]["bpp"].append(np.mean(bpps))

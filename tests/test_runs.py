@@ -15,7 +15,8 @@ from enhance import cli
 from enhance.errors import BadInput, EnhanceError
 from enhance.image import TEMP_SUFFIX, load_image
 from enhance.enhance_one import MODEL_ENV
-from enhance.runs import enhance_file, plan, run
+from enhance.outputs import is_output_record
+from enhance.runs import Settings, enhance_file, plan, run
 
 CLI = [sys.executable, "-c", "from enhance.cli import main; main()"]
 # One torch thread: on a busy machine, spinning OpenMP threads cost far more than they give
@@ -51,7 +52,8 @@ def expected_output(tree: Path, out: Path, path: Path, extension: str = ".png") 
 
 
 def files_under(root: Path) -> set[Path]:
-    return {p for p in root.rglob("*") if p.is_file()}
+    """Every file under `root` but the records of what made each output."""
+    return {p for p in root.rglob("*") if p.is_file() and not is_output_record(p.name)}
 
 
 # --- planning ---------------------------------------------------------------------
@@ -121,11 +123,11 @@ def test_a_mixed_tree_is_enhanced_with_metadata_and_bad_files_reported(tmp_path,
 
     report = json.loads((tmp_path / "run.json").read_text())
     assert report["format"] == "enhance.run-report" and report["version"] == 1
-    assert report["counts"] == {"done": len(goods), "skipped": 0, "failed": len(bad)}
+    assert report["counts"] == {"done": len(goods), "skipped": 0, "failed": len(bad), "redone": 0}
     assert {f["status"] for f in report["files"]} == {"done", "failed"}
 
 
-def test_a_rerun_skips_without_loading_the_model_and_overwrite_never_touches_inputs(tmp_path, tiny_bundle):
+def test_a_rerun_skips_without_loading_the_model_and_overwrite_never_touches_inputs(tmp_path, tiny_bundle, monkeypatch):
     tree, out = tmp_path / "tree", tmp_path / "out"
     goods, _ = make_tree(tree, good=3, broken=0)
     inputs_before = {path: path.read_bytes() for path in goods}
@@ -136,7 +138,12 @@ def test_a_rerun_skips_without_loading_the_model_and_overwrite_never_touches_inp
     stale = target.parent / f".{target.name}.0123456789ab{TEMP_SUFFIX}"
     stale.write_bytes(b"partial")
 
-    again = run([tree], out, model=tmp_path / "no-such-bundle")  # loading it would raise
+    def no_model(self):
+        raise AssertionError("the model was loaded")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(Settings, "load_enhancer", no_model)
+        again = run([tree], out, model=tiny_bundle)
     assert len(again.skipped) == 3 and not again.done and not stale.exists()
 
     stamps = {path: expected_output(tree, out, path).stat().st_mtime_ns for path in goods}

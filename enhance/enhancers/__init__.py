@@ -7,6 +7,7 @@ then upstream).
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from ..errors import EnhanceError
@@ -25,6 +26,26 @@ def bundle_directory(codec: str) -> Path:
     config = weights.resolve(bundle, "config.json")
     weights.resolve(bundle, "model.safetensors")
     return config.parent
+
+
+# DIRAC runs in bf16 on every device (`dirac.pipeline.DEFAULT_DTYPE`); named here so an
+# identity can be computed without importing torch.
+DEFAULT_DTYPE_NAME = "torch.bfloat16"
+BUNDLE_FILES = ("config.json", "model.safetensors")
+
+
+def dirac_identity(directory: Path, device_type: str | None = None, dtype_name: str = DEFAULT_DTYPE_NAME) -> str:
+    """A DIRAC bundle's identity: a hash of its files and, when given, the device type and dtype it runs in.
+
+    `DiracEnhancer.identity` is this with its device; with `device_type=None` it names the
+    weights alone. Reads the files only (no torch), so callers can know it before loading.
+    """
+    digest = hashlib.sha256()
+    for name in BUNDLE_FILES:
+        digest.update((Path(directory) / name).read_bytes())
+    if device_type is not None:
+        digest.update(f"{device_type}:{dtype_name}".encode())
+    return digest.hexdigest()[:16]
 
 
 def load_dirac(codec: str = "jpeg", *, bundle: Path | None = None, device=None, dtype=None, tile: int | None = None):

@@ -6,13 +6,13 @@ tiling); `DiracPipeline` is the tensor-level sampler; `DiracUNet` the model.
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ...image import checked_rgb
+from .. import dirac_identity
 from ...tiling import Tile, apply_tiled, noise_field
 from .config import BundleError, DiracConfig, RateSpec, Thresholds
 from .model import DiracUNet, DiracUNetConfig
@@ -51,12 +51,9 @@ class DiracEnhancer:
     def from_directory(cls, directory: Path, *, device=None, dtype=None, tile: int | None = None) -> "DiracEnhancer":
         directory = Path(directory)
         pipeline = DiracPipeline.from_directory(directory, device=device, dtype=dtype)
-        digest = hashlib.sha256()
-        for name in ("config.json", "model.safetensors"):
-            digest.update((directory / name).read_bytes())
         # The cache key must change with anything that changes the output.
-        digest.update(f"{pipeline.device.type}:{pipeline.dtype}".encode())
-        return cls(pipeline, identity=digest.hexdigest()[:16], tile=tile or DEFAULT_TILE)
+        identity = dirac_identity(directory, pipeline.device.type, str(pipeline.dtype))
+        return cls(pipeline, identity=identity, tile=tile or DEFAULT_TILE)
 
     @property
     def config(self) -> DiracConfig:

@@ -244,7 +244,16 @@ def _alive(holder: dict, path: Path) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    # A killed process that its parent has not reaped yet still answers kill(pid, 0).
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def held_by_another(output: Path | str) -> str | None:

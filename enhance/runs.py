@@ -356,7 +356,7 @@ def run(
 
     Errors about the whole run (a bad option, an unwritable OUTDIR or report, nothing matched, the
     model) raise before any image is enhanced; a single file's are in its `FileResult`. On
-    KeyboardInterrupt (Ctrl-C; the CLI makes SIGTERM one) the report is written and `RunInterrupted` raised.
+    KeyboardInterrupt (Ctrl-C; the CLI makes SIGTERM one) the report is written and `RunInterrupted` raised;
     `engine` (see `Engine`) replaces `jobs`."""
     _check_destinations(
         outdir, report_path, jobs, device=device, steps=steps, seed=seed, tile=tile, consistent=consistent, output_format=output_format
@@ -383,16 +383,20 @@ def run(
 
     pending = _pending(tasks, overwrite, record, settings, redo, decided=failures)
     try:
-        if pending and engine is not None:
-            engine(pending, settings, record)
-        else:
-            _execute(pending, settings, outdir, jobs, record, recheck=not overwrite, tile_callback=tile_callback)
+        (engine or _local(outdir, jobs, overwrite, tile_callback))(pending, settings, record) if pending else None
     except KeyboardInterrupt:
         summary.interrupted, summary.not_started = True, total - len(summary.results)
-        _finish(summary, start, report_path)
+        _finish(summary, start, report_path, tasks)
         raise RunInterrupted(summary) from None
-    _finish(summary, start, report_path)
+    _finish(summary, start, report_path, tasks)
     return summary
+
+
+def _local(outdir, jobs: int, overwrite: bool, tile_callback) -> Engine:
+    """The local engine: this process (jobs 1) or a pool of worker processes."""
+    return lambda pending, settings, record: _execute(
+        pending, settings, outdir, jobs, record, recheck=not overwrite, tile_callback=tile_callback
+    )
 
 
 def _execute(pending: list[Task], settings: Settings, outdir, jobs: int, record, *, recheck: bool, tile_callback) -> None:
@@ -403,7 +407,10 @@ def _execute(pending: list[Task], settings: Settings, outdir, jobs: int, record,
         _run_in_workers(pending, settings, min(jobs, len(pending)), record, recheck=recheck)
 
 
-def _finish(summary: RunSummary, start: float, report_path: Path | str | None) -> None:
+def _finish(summary: RunSummary, start: float, report_path: Path | str | None, tasks: list[Task]) -> None:
+    # Workers of a killed earlier run may have outlived it and died since the start: their claims go now.
+    for task in tasks:
+        outputs.remove_dead_claim(task.output)
     summary.seconds = time.perf_counter() - start
     if report_path is not None:
         write_report(summary, report_path)

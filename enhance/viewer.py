@@ -151,7 +151,10 @@ def _fast(path: Path | str, size: int | None, options: dict) -> tuple[Enhanced |
     """
     if size is None and options.get("steps") is not None:
         return None, options, None
-    coded = CodedImage.read(read_file(path), path=path)
+    data = read_file(path)
+    if not data:
+        raise BadInput(f"{path}: empty file (0 bytes)")
+    coded = CodedImage.read(data, path=path)
     chosen = plan_for(coded, size, steps=options.get("steps"))  # BadInput for what is not a JPEG, before any model
     if not chosen.enhance:
         return decoded(coded, chosen, size, max_pixels=options.get("max_pixels", DEFAULT_MAX_PIXELS)), options, chosen.reason

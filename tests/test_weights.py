@@ -259,6 +259,7 @@ def test_cli_list_fetch_verify(tmp_path, monkeypatch):
         tmp_path, row(url=upstream.as_uri(), required=True), row(bundle="big", sha256=None, sha256_prefix=SHA[:8], size=None)
     )
     monkeypatch.setattr(weights, "default_lock_path", lambda: lock)
+    monkeypatch.setenv("ENHANCE_PLUGINS", "")  # the installed plugins' own locks would be listed too
     runner = CliRunner()
 
     listing = runner.invoke(app, ["weights", "list"])
@@ -293,7 +294,7 @@ def test_cli_list_fetch_verify(tmp_path, monkeypatch):
 
 def test_shipped_lock_marks_what_the_installed_features_need():
     rows = weights.load_lock()
-    assert {r.bundle for r in rows if r.required} == {"dirac-jpeg", "taef2"}
+    assert {r.bundle for r in rows if r.required} == {"dirac-jpeg", "taef2", "prior-taef2"}
     assert all(r.url.startswith("repo://") for r in rows if r.required)
     # The shipped files themselves are all present and match (a fresh install verifies clean).
     for found, status in weights.verify():

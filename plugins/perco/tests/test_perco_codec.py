@@ -78,7 +78,7 @@ def test_a_caption_travels_compressed(perco_bundle):
     from enhance_perco import bitstream
 
     payload = bitstream.read(
-        with_caption, grid=lambda level, h, w: (1, 1), levels=7, global_codes=2, global_bits=4, local_bits=lambda level: 8, max_pixels=10**8
+        with_caption, grid=lambda level, h, w: (1, 1), levels=7, global_codes=2, global_bits=4, local_bits=lambda level: 10, max_pixels=10**8
     )
     assert payload.caption == "a red boat on a lake at dusk"
 

@@ -275,17 +275,22 @@ def claim(output: Path | str) -> str | None:
     path = claim_path(output)
     path.parent.mkdir(parents=True, exist_ok=True)
     mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
+    # Written whole to a private file, then linked into place (atomic, and fails if a claim
+    # exists), so a claim is never seen empty: a run killed mid-claim leaves none, not a blank one.
+    private = path.with_name(f"{path.name}.{os.getpid()}")
     for _ in range(3):
+        private.write_bytes(mine)
         try:
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+            os.link(private, path)
         except FileExistsError:
             reason = held_by_another(output)
             if reason is not None:
+                private.unlink(missing_ok=True)
                 return reason
             path.unlink(missing_ok=True)  # a dead process's claim (or our own, left behind)
             continue
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(mine)
+        finally:
+            private.unlink(missing_ok=True)
         return None
     return held_by_another(output) or "claimed by another run"
 

@@ -504,8 +504,23 @@ _worker_state: dict = {}
 def _start_worker(settings: Settings, threads: int) -> None:
     import torch
 
+    _die_with_parent()
     torch.set_num_threads(threads)
     _worker_state["settings"] = settings
+
+
+def _die_with_parent() -> None:
+    # A run killed with kill -9 must not leave workers finishing images (and holding their
+    # claims) behind it: on Linux the kernel kills each worker when the run dies.
+    import ctypes
+    import signal
+    import sys
+
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
 
 
 def _worker_process(task: Task) -> FileResult:

@@ -4,7 +4,10 @@ Hyper-encoder: a small trunk over the normalised latent, then one patchifying co
 rate level (kernel = stride = the level's grid factor) to a low-dimensional code, quantised by
 cosine similarity to the level's codebook (l2-normalised codes and codebook entries, as in
 Yu et al.'s improved VQGAN, which keeps small codebooks in use). A global code (a few indices
-of a pooled image embedding) fills the slot the paper gives a caption.
+of a pooled image embedding) fills the slot the paper gives a caption. A linear probe from the
+quantised codes to the mean latent of their cell is trained alongside: the decoder's new input
+weights start at zero, so early on the diffusion loss barely reaches the encoder, and without a
+direct reason to carry information its codes collapsed onto one entry (the first trained model).
 
 Decoder: our latent prior's UNet with the local codes nearest-upsampled and concatenated to its
 input (the new input weights start at zero) and a conditioning vector (level + global code)
@@ -87,7 +90,14 @@ class HyperEncoder(nn.Module):
         self.quantizers = nn.ModuleList(CosineQuantizer(size, dim) for _, size in config.levels)
         self.global_head = nn.Sequential(nn.Linear(2 * width, 4 * width), nn.GELU(), nn.Linear(4 * width, max(1, config.global_codes) * dim))
         self.global_quantizer = CosineQuantizer(config.global_codebook, dim)
+        self.probe = nn.Conv2d(dim, config.latent_channels, 1)  # training only: see the module's docstring
         self.config = config
+
+    def probe_loss(self, local_codes: torch.Tensor, latent: torch.Tensor, level: int) -> torch.Tensor:
+        """How badly the quantised local codes predict the mean latent of their cells (normalised units)."""
+        factor = self.config.levels[level][0]
+        cell_means = F.avg_pool2d(pad_to_multiple(latent, factor), factor)
+        return F.mse_loss(self.probe(local_codes), cell_means)
 
     def forward(self, latent: torch.Tensor, level: int):
         """(local codes N x dim x h x w, local indices N x h x w, global codes N x G x dim, global indices N x G, VQ loss)."""

@@ -2,7 +2,8 @@
 
 Each step draws one rate level, encodes a batch of cached latents to its local and global
 codes, and trains the decoder's diffusion loss (v-prediction, min-SNR-5 weights, as the prior)
-conditioned on them, plus the quantisers' codebook and commitment losses. The global code is
+conditioned on them, plus the quantisers' codebook and commitment losses and the encoder's
+probe loss (its codes must predict the mean latent of their cells). The global code is
 dropped (replaced by a learned null code) for `drop_global` of the samples, which is what
 classifier-free guidance needs.
 """
@@ -66,12 +67,13 @@ class PercoTask:
         device = model.null_global.device
         latent = model.decoder.normalise(self.sampler.batch(self.options.batch).to(device))
         level = int(rng.integers(len(model.config.levels)))
-        diffusion, vq = self._losses(model, latent, level, rng)
-        return diffusion + vq, {"diffusion": float(diffusion), "vq": float(vq), "level": level}
+        diffusion, vq, probe = self._losses(model, latent, level, rng)
+        return diffusion + vq + probe, {"diffusion": float(diffusion), "vq": float(vq), "probe": float(probe), "level": level}
 
     def _losses(self, model: PercoModel, latent: torch.Tensor, level: int, rng: np.random.Generator, timesteps=None):
         batch = latent.shape[0]
         local, _, global_codes, _, vq = model.encoder(latent, level)
+        probe = model.encoder.probe_loss(local, latent, level)
         features = model.local_features(local, level, latent.shape[-2:])
         drop = torch.from_numpy(rng.random(batch) < self.options.drop_global).to(latent.device)
         null = model.null_global.expand(batch, -1, -1)
@@ -87,7 +89,7 @@ class PercoTask:
         alpha = model.decoder.alphas_cumprod[timesteps]
         snr = alpha / (1 - alpha)
         weight = torch.clamp(snr, max=MIN_SNR) / (snr + 1)
-        return (weight * ((output - target) ** 2).mean(dim=(1, 2, 3))).mean(), vq
+        return (weight * ((output - target) ** 2).mean(dim=(1, 2, 3))).mean(), vq, probe
 
     @torch.no_grad()
     def validate(self, model: PercoModel) -> dict:
@@ -99,10 +101,10 @@ class PercoTask:
             rng = np.random.default_rng(level)
             timesteps = torch.full((latent.shape[0],), 700, device=latent.device)
             with torch.autocast(latent.device.type, dtype=torch.bfloat16):
-                diffusion, _ = self._losses(model, latent, level, rng, timesteps=timesteps)
+                diffusion, _, probe = self._losses(model, latent, level, rng, timesteps=timesteps)
                 _, indices, _, _, _ = model.encoder(latent, level)
             used = indices.unique().numel() / model.config.levels[level][1]
-            metrics[f"L{level + 1}"] = {"loss_t700": round(float(diffusion), 4), "codes_used": round(used, 3)}
+            metrics[f"L{level + 1}"] = {"loss_t700": round(float(diffusion), 4), "probe": round(float(probe), 4), "codes_used": round(used, 3)}
         return metrics
 
     def save_bundle(self, model: PercoModel, directory: Path) -> None:

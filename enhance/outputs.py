@@ -11,13 +11,15 @@
   hidden sidecar beside each output of `enhance run` saying which settings made it, so a
   rerun skips only outputs made with the same settings, and never takes its own outputs
   for inputs.
-- Claims (`claim`, `release`): a hidden file beside an output that a running process
-  is making, so two runs over the same folders share the work instead of both doing it,
-  and never remove each other's temporary files.
+- Claims (`claim`, `release`): a hidden, locked file beside an output that a running
+  process is making, so two runs over the same folders share the work instead of both
+  doing it, and never remove each other's temporary files.
 """
 
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -202,8 +204,11 @@ def describe_change(old: dict | None, new: dict) -> str:
 
 # --- claims: one process makes each output --------------------------------------------------
 
-# A claim older than this is taken as left by a process that can no longer be asked (another host).
-CLAIM_STALE_SECONDS = 24 * 3600
+# A claim is an exclusive flock on a small hidden file beside the output, held by the run that
+# makes it: the kernel drops the lock when that process dies, however it dies (kill -9, out of
+# memory), so liveness needs no pid checks (pids and thread ids get reused). The JSON inside only
+# names the holder in messages. On a file system without locks claims are not enforced.
+_held: dict[str, int] = {}  # claim path -> the open descriptor whose lock is this process's claim
 
 
 def claim_path(output: Path | str) -> Path:
@@ -215,99 +220,96 @@ def is_claim(name: str) -> bool:
     return name.startswith(".") and name.endswith(CLAIM_SUFFIX)
 
 
-def _holder(path: Path) -> dict | None:
+def _lock(descriptor: int) -> bool | None:
+    """True when locked now, False when another process holds it, None when the file system has no locks."""
     try:
-        holder = json.loads(path.read_text())
-        return holder if isinstance(holder, dict) else {}
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError):
-        return {}
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+    except OSError as error:
+        if error.errno in (errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOSYS, errno.EINVAL):
+            return None
+        raise
 
 
-def _alive(holder: dict, path: Path) -> bool:
-    """Whether the process that wrote a claim may still be making its output."""
-    pid, host = holder.get("pid"), holder.get("host")
+def _still_there(descriptor: int, path: Path) -> bool:
+    """Whether `path` still names the file open as `descriptor` (its last holder may have removed it)."""
     try:
-        age = time.time() - path.stat().st_mtime
+        return os.path.samestat(os.fstat(descriptor), os.stat(path))
     except OSError:
         return False
-    if not isinstance(pid, int) or pid <= 0:
-        return age < 10  # being written this instant (created, not yet filled), or garbage
-    if host != socket.gethostname():
-        return age < CLAIM_STALE_SECONDS
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return not _zombie(pid)
 
 
-def _zombie(pid: int) -> bool:
-    # A killed process that its parent has not reaped yet still answers kill(pid, 0).
+def _holder_reason(path: Path) -> str:
     try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] == "Z"
-    except (OSError, IndexError):
-        return False
+        holder = json.loads(path.read_text())
+    except (OSError, ValueError):
+        holder = {}
+    holder = holder if isinstance(holder, dict) else {}
+    return f"being made by another run (pid {holder.get('pid', '?')} on {holder.get('host', '?')}); not done twice"
+
+
+def _open_existing(path: Path) -> int | None:
+    try:
+        return os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError:
+        return None
 
 
 def held_by_another(output: Path | str) -> str | None:
     """Why another live process holds `output`, or None when nobody else does."""
     path = claim_path(output)
-    holder = _holder(path)
-    if holder is None or holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
+    if str(path) in _held or (descriptor := _open_existing(path)) is None:
         return None
-    if not _alive(holder, path):
-        return None
-    return f"being made by another run (pid {holder.get('pid')} on {holder.get('host')}); not done twice"
+    try:
+        return _holder_reason(path) if _lock(descriptor) is False else None
+    finally:
+        os.close(descriptor)
 
 
 def claim(output: Path | str) -> str | None:
     """Claims `output` for this process: None when it is ours now, else why another live run holds it.
 
-    A claim left by a process that has died (kill -9, a crash) is taken over.
-    """
+    A claim left by a process that has died (kill -9, a crash) is taken over."""
     path = claim_path(output)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mine = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode()
-    # Written whole to a private file, then linked into place (atomic, and fails if a claim
-    # exists), so a claim is never seen empty: a run killed mid-claim leaves none, not a blank one.
-    private = path.with_name(f"{path.name}.{os.getpid()}")
-    for _ in range(3):
-        private.write_bytes(mine)
-        try:
-            os.link(private, path)
-        except FileExistsError:
-            reason = held_by_another(output)
-            if reason is not None:
-                private.unlink(missing_ok=True)
-                return reason
-            path.unlink(missing_ok=True)  # a dead process's claim (or our own, left behind)
-            continue
-        finally:
-            private.unlink(missing_ok=True)
+    if str(path) in _held:
         return None
-    return held_by_another(output) or "claimed by another run"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        descriptor = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        locked = _lock(descriptor)
+        if locked is False:
+            os.close(descriptor)
+            return _holder_reason(path)
+        if locked and not _still_there(descriptor, path):
+            os.close(descriptor)  # its holder dropped it as we opened it: claim afresh
+            continue
+        os.ftruncate(descriptor, 0)
+        os.write(descriptor, json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": time.time()}).encode())
+        _held[str(path)] = descriptor
+        return None
+    return "claimed by another run"
 
 
 def release(output: Path | str) -> None:
     """Drops this process's claim on `output` (another process's is left alone)."""
     path = claim_path(output)
-    holder = _holder(path)
-    if holder is not None and holder.get("pid") == os.getpid() and holder.get("host") == socket.gethostname():
-        path.unlink(missing_ok=True)
+    descriptor = _held.pop(str(path), None)
+    if descriptor is not None:
+        path.unlink(missing_ok=True)  # removed while still locked, so nobody takes over a claim being dropped
+        os.close(descriptor)
 
 
 def remove_dead_claim(output: Path | str) -> bool:
     """Removes a claim on `output` left by a process that is gone; True if there was one."""
     path = claim_path(output)
-    holder = _holder(path)
-    if holder is None or _alive(holder, path):
+    if str(path) in _held or (descriptor := _open_existing(path)) is None:
         return False
-    path.unlink(missing_ok=True)
-    return True
+    try:
+        if _lock(descriptor) is False or not _still_there(descriptor, path):
+            return False
+        path.unlink(missing_ok=True)
+        return True
+    finally:
+        os.close(descriptor)

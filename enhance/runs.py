@@ -386,9 +386,9 @@ def run(
         (engine or _local(outdir, jobs, overwrite, tile_callback))(pending, settings, record) if pending else None
     except KeyboardInterrupt:
         summary.interrupted, summary.not_started = True, total - len(summary.results)
-        _finish(summary, start, report_path, tasks)
+        _finish(summary, start, report_path)
         raise RunInterrupted(summary) from None
-    _finish(summary, start, report_path, tasks)
+    _finish(summary, start, report_path)
     return summary
 
 
@@ -407,10 +407,7 @@ def _execute(pending: list[Task], settings: Settings, outdir, jobs: int, record,
         _run_in_workers(pending, settings, min(jobs, len(pending)), record, recheck=recheck)
 
 
-def _finish(summary: RunSummary, start: float, report_path: Path | str | None, tasks: list[Task]) -> None:
-    # Workers of a killed earlier run may have outlived it and died since the start: their claims go now.
-    for task in tasks:
-        outputs.remove_dead_claim(task.output)
+def _finish(summary: RunSummary, start: float, report_path: Path | str | None) -> None:
     summary.seconds = time.perf_counter() - start
     if report_path is not None:
         write_report(summary, report_path)
@@ -510,8 +507,9 @@ def _start_worker(settings: Settings, threads: int) -> None:
 
 
 def _die_with_parent() -> None:
-    # A run killed with kill -9 must not leave workers finishing images (and holding their
-    # claims) behind it: on Linux the kernel kills each worker when the run dies.
+    # A run killed with kill -9 must not leave workers finishing images behind it (their claims
+    # died with the run, so a rerun may be making the same outputs): on Linux the kernel kills
+    # each worker when the run dies.
     import ctypes
     import signal
     import sys

@@ -193,11 +193,13 @@ def test_destinations_that_cannot_be_written_stop_the_run_before_work(tmp_path, 
 def test_an_output_claimed_by_a_live_run_is_left_to_it(tmp_path, tiny_bundle):
     tree, out = tmp_path / "in", tmp_path / "out"
     photos(tree)
-    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    out.mkdir()
+    claim = outputs.claim_path(out / "p0.png")
+    # Another process claims p0.png through the same API and stays alive.
+    holds = "import sys, time; from enhance import outputs; assert outputs.claim(sys.argv[1]) is None; print('held', flush=True); time.sleep(60)"
+    other = subprocess.Popen([sys.executable, "-c", holds, str(out / "p0.png")], stdout=subprocess.PIPE, text=True)
     try:
-        out.mkdir()
-        claim = outputs.claim_path(out / "p0.png")
-        claim.write_text(json.dumps({"pid": other.pid, "host": os.uname().nodename, "since": time.time()}))
+        assert other.stdout.readline() == "held\n"
         in_flight = out / f".p0.png.0123456789ab{TEMP_SUFFIX}"
         in_flight.write_bytes(b"the other run is writing this")
         summary = run([tree], out, model=tiny_bundle, steps=1)
@@ -211,6 +213,24 @@ def test_an_output_claimed_by_a_live_run_is_left_to_it(tmp_path, tiny_bundle):
     summary = run([tree], out, model=tiny_bundle, steps=1)
     assert [Path(r.output).name for r in summary.done] == ["p0.png"]
     assert not claim.exists() and not in_flight.exists()
+
+
+def test_a_dead_runs_claim_naming_a_reused_pid_is_taken_over(tmp_path, tiny_bundle):
+    """A killed run's pid can belong to another process by the time of the rerun (pids and thread
+    ids are reused): a claim that no live process holds is dead whatever pid it names."""
+    tree, out = tmp_path / "in", tmp_path / "out"
+    photos(tree)
+    out.mkdir()
+    claim = outputs.claim_path(out / "p0.png")
+    unrelated = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        claim.write_text(json.dumps({"pid": unrelated.pid, "host": os.uname().nodename, "since": time.time()}))
+        summary = run([tree], out, model=tiny_bundle, steps=1)
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+    assert sorted(Path(r.output).name for r in summary.done) == ["p0.png", "p1.png"]
+    assert not claim.exists()
 
 
 def test_two_runs_at_once_share_the_work(tmp_path):

@@ -85,8 +85,8 @@ def test_ray_gives_the_local_engines_outputs_and_report(tmp_path, local_ray, bun
     assert files_under(tmp_path / "ray") == {expected_output(tree, tmp_path / "ray", path) for path in goods}
     assert {path: path.read_bytes() for path in inputs_before} == inputs_before
 
-    # A rerun skips every finished output; only the broken files are tried (and fail) again.
-    again = run([tree], tmp_path / "ray", model=bundle, engine=RayEngine(actors=1))
+    # A rerun with the same settings skips every finished output; only the broken files are tried (and fail) again.
+    again = run([tree], tmp_path / "ray", model=bundle, consistent=True, engine=RayEngine(actors=1))
     assert len(again.skipped) == len(goods) and len(again.failed) == len(bad) and not again.done
 
 
@@ -134,7 +134,7 @@ def test_cli_run_on_ray_prints_the_same_lines_summary_and_exit_code(tmp_path, lo
     assert sorted(line["status"] for line in lines) == ["done"] * 4 + ["failed"]
     assert lines[-1]["completed"] == lines[-1]["total"] == 5
     assert "done 4, skipped 0, failed 1" in result.stderr
-    assert json.loads((tmp_path / "r.json").read_text())["counts"] == {"done": 4, "skipped": 0, "failed": 1}
+    assert json.loads((tmp_path / "r.json").read_text())["counts"] == {"done": 4, "skipped": 0, "failed": 1, "redone": 0}
 
 
 def test_a_rerun_after_a_killed_ray_run_finishes_only_what_was_left(tmp_path, local_ray, bundle):

@@ -11,13 +11,16 @@ sizes (33x47 and a few smaller) catch padding bugs. For example, in a plugin's t
         testing.check_full_codec(codec, rates=[codec.rate_range[0], codec.rate_range[1]])
 
 `check_codec` / `check_full_codec` / `check_enhancer` run every check for that kind; the
-single checks can be called alone.
+single checks can be called alone. `tiny_prior` and `bundle_folder_with_taef2` are the parts
+of the tiny random bundles the latent codec plugins test with.
 """
 
 from __future__ import annotations
 
 import random
+import shutil
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -159,8 +162,33 @@ def check_enhancer(enhancer, *, rate: float | None = None, stops: Sequence[int] 
         assert np.array_equal(outputs[count], alone), f"{enhancer.name}: stop {count} of one trajectory differs from {count} steps alone"
 
 
+def tiny_prior(channels: int = 32):
+    """A `LatentPrior` over TAEF2 latents with a tiny random UNet and the identity normalisation."""
+    from .priors import LatentPrior, PriorConfig
+    from .priors.prior import build_unet
+    from .train.prior import SCHEDULER
+
+    unet = build_unet({
+        "_class_name": "UNet2DModel", "in_channels": channels, "out_channels": channels,
+        "block_out_channels": [8, 16], "layers_per_block": 1,
+        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+        "attention_head_dim": 8, "norm_num_groups": 4,
+    })
+    return LatentPrior(unet, SCHEDULER, PriorConfig("taef2", [0.0] * channels, [1.0] * channels))
+
+
+def bundle_folder_with_taef2(directory: Path) -> Path:
+    """`directory`, made, with the shipped TAEF2 bundle copied in as `taef2/`."""
+    from . import weights
+
+    directory.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(weights.resolve_bundle("taef2"), directory / "taef2")
+    return directory
+
+
 __all__ = [
     "SIZES",
+    "bundle_folder_with_taef2",
     "check_available",
     "check_bad_bitstreams",
     "check_codec",
@@ -170,4 +198,5 @@ __all__ = [
     "check_rate_orders_size",
     "check_round_trip",
     "sample_image",
+    "tiny_prior",
 ]

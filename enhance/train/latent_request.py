@@ -7,7 +7,7 @@ plugin's `enhance.trainers` entry point) turns this request into a `TrainingTask
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +29,26 @@ class LatentTrainingRequest:
     batch: int = 16
     seed: int = 0
     init_from: Path | None = None
+
+
+@dataclass
+class PriorCodecTaskOptions:
+    """What a trainer of a codec built on a prior bundle (latent-diffusion, PerCo) takes from the request."""
+
+    latent_files: list[Path]
+    prior: Path | None
+    val_files: list[Path] = field(default_factory=list)
+    crop: int = 32
+    batch: int = 16
+    seed: int = 0
+    init_from: Path | None = None
+
+    @classmethod
+    def from_request(cls, request: LatentTrainingRequest):
+        return cls(
+            latent_files=request.latent_files, val_files=request.val_files, prior=request.prior,
+            crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
+        )
 
 
 def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=print) -> list[Path]:

@@ -29,6 +29,20 @@ SCHEDULER = {
     "set_alpha_to_one": False,
     "steps_offset": 1,
 }
+MIN_SNR = 5.0
+
+
+def min_snr_loss(prior: LatentPrior, clean, noise, timesteps, predict, *, min_snr: float = MIN_SNR) -> torch.Tensor:
+    """The batch's diffusion loss: `predict(noisy, timesteps)` against the prior's training target, min-SNR weighted."""
+    noisy = prior.add_noise(clean, noise, timesteps)
+    output = predict(noisy, timesteps).float()
+    target = prior.training_target(clean, noise, timesteps)
+    alpha = prior.alphas_cumprod[timesteps]
+    snr = alpha / (1 - alpha)
+    # min-SNR weighting for v-prediction: min(snr, gamma) / (snr + 1)
+    weight = torch.clamp(snr, max=min_snr) / (snr + 1)
+    per_sample = ((output - target) ** 2).mean(dim=(1, 2, 3))
+    return (weight * per_sample).mean()
 
 
 def default_unet(channels: int, widths=(32, 64, 128)) -> dict:
@@ -54,7 +68,7 @@ class PriorTaskOptions:
     crop: int = 32
     batch: int = 16
     seed: int = 0
-    min_snr: float = 5.0
+    min_snr: float = MIN_SNR
     widths: tuple[int, ...] = (32, 64, 128)
     init_from: Path | None = None
 
@@ -100,18 +114,7 @@ class PriorTask:
         generator = torch.Generator().manual_seed(self.options.seed * 1_000_003 + step)
         noise = torch.randn(clean.shape, generator=generator).to(device)
         timesteps = torch.randint(0, model.num_timesteps, (clean.shape[0],), generator=generator).to(device)
-        return self._weighted_loss(model, clean, noise, timesteps), {}
-
-    def _weighted_loss(self, model: LatentPrior, clean, noise, timesteps) -> torch.Tensor:
-        noisy = model.add_noise(clean, noise, timesteps)
-        output = model.model_output(noisy, timesteps).float()
-        target = model.training_target(clean, noise, timesteps)
-        alpha = model.alphas_cumprod[timesteps]
-        snr = alpha / (1 - alpha)
-        # min-SNR weighting for v-prediction: min(snr, gamma) / (snr + 1)
-        weight = torch.clamp(snr, max=self.options.min_snr) / (snr + 1)
-        per_sample = ((output - target) ** 2).mean(dim=(1, 2, 3))
-        return (weight * per_sample).mean()
+        return min_snr_loss(model, clean, noise, timesteps, model.model_output, min_snr=self.options.min_snr), {}
 
     @torch.no_grad()
     def validate(self, model: LatentPrior) -> dict:

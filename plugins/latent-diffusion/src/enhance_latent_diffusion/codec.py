@@ -16,7 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enhance.errors import BadInput, EnhanceError, WeightsError
+from enhance.errors import WeightsError
+from enhance.latent import decode_latent
+from enhance.latent.full_codec import (
+    bundle_folder, bundled_autoencoder, bundled_prior, default_device, image_latent, rate_level, step_count, weights_available,
+)
 
 from . import bitstream
 from .config import CodecConfig
@@ -25,17 +29,7 @@ from .model import LatentDiffusionCodecModel
 BUNDLE = "latent-diffusion"
 MAX_STEPS = 100  # 10% of the prior's 1000-step schedule
 MAX_PIXELS = 150_000_000
-
-
-def _lock() -> Path:
-    return Path(__file__).parent / "weights.lock"
-
-
-def _component(directory: Path, name: str, loader_from_directory, loader_by_name):
-    """A sub-folder of the bundle when it has one, else the core bundle of that name."""
-    if (directory / name).is_dir():
-        return loader_from_directory(directory / name)
-    return loader_by_name(name)
+LOCK = Path(__file__).parent / "weights.lock"
 
 
 class LatentDiffusionCodec:
@@ -45,7 +39,7 @@ class LatentDiffusionCodec:
 
     def __init__(self, *, bundle: Path | str | None = None, device: str | None = None):
         self._bundle = Path(bundle) if bundle is not None else None
-        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = default_device(device)
         self._loaded = None
 
     # --- what users and the registry see -------------------------------------------------
@@ -55,18 +49,13 @@ class LatentDiffusionCodec:
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        from enhance import weights
-
-        missing = [f"{row.bundle}/{row.path}" for row in weights.load_lock(_lock()) if weights.locate(row) is None]
-        if missing:
-            return False, f"weights missing: {', '.join(missing)} (enhance weights fetch {BUNDLE})"
-        return True, ""
+        return weights_available(BUNDLE, LOCK)
 
     def encode(self, image: np.ndarray, rate: float) -> bytes:
         config, model, autoencoder, prior = self._parts()
-        level = self._level(rate, config)
+        level = rate_level(rate, config.levels, "latent-diffusion")
         with torch.no_grad():
-            latent = prior.normalise(self._encode_latent(image, autoencoder))
+            latent = prior.normalise(image_latent(image, autoencoder, self._device, max_side=bitstream.MAX_SIDE, what="latent-diffusion"))
             levels = torch.tensor([level], device=latent.device)
             offsets = model.offsets(latent, levels)
             step = model.steps(levels, offsets)
@@ -85,16 +74,13 @@ class LatentDiffusionCodec:
 
     def decode(self, data: bytes, *, steps: int | None = None, seed: int = 0) -> np.ndarray:
         config, model, autoencoder, prior = self._parts()
-        steps = config.default_steps if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 0 <= steps <= MAX_STEPS:
-            raise EnhanceError(f"latent-diffusion: steps must be an integer from 0 to {MAX_STEPS}, not {steps!r}")
+        steps = step_count(config.default_steps if steps is None else steps, 0, MAX_STEPS, "latent-diffusion")
         payload = bitstream.read(data, channels=config.latent_channels, levels=config.levels, max_pixels=MAX_PIXELS)
         with torch.no_grad():
             latent = self._dequantize(payload, model, autoencoder.factor)
             if steps:
                 latent = self._diffuse(latent, payload, steps, seed, prior, config)
-            pixels = autoencoder.decode(prior.denormalise(latent))
-        return self._to_image(pixels, payload.height, payload.width)
+            return decode_latent(autoencoder, prior.denormalise(latent), payload.height, payload.width)
 
     # --- the two halves ------------------------------------------------------------------
     def _dequantize(self, payload: bitstream.Payload, model: LatentDiffusionCodecModel, factor: int) -> torch.Tensor:
@@ -113,53 +99,23 @@ class LatentDiffusionCodec:
         with torch.autocast(self._device.type, dtype=torch.bfloat16):
             return prior.denoise(noisy, start, steps, eta=config.eta, generator=generator).float()
 
-    def _encode_latent(self, image: np.ndarray, autoencoder) -> torch.Tensor:
-        from enhance.latent import image_to_tensor
-        from enhance.latent.padding import pad_to_multiple
-
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-            raise BadInput("latent-diffusion: the image must be uint8 HxWx3")
-        if not 1 <= image.shape[0] <= bitstream.MAX_SIDE or not 1 <= image.shape[1] <= bitstream.MAX_SIDE:
-            raise BadInput(f"latent-diffusion: sides must be 1..{bitstream.MAX_SIDE} pixels")
-        return autoencoder.encode(pad_to_multiple(image_to_tensor(image, self._device), autoencoder.factor))
-
-    @staticmethod
-    def _to_image(pixels: torch.Tensor, height: int, width: int) -> np.ndarray:
-        from enhance.latent import tensor_to_image
-
-        return tensor_to_image(pixels[..., :height, :width])
-
-    @staticmethod
-    def _level(rate: float, config: CodecConfig) -> int:
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != int(rate) or not 1 <= rate <= config.levels:
-            raise EnhanceError(f"latent-diffusion: rate must be a level from 1 to {config.levels}, not {rate!r}")
-        return int(rate) - 1
-
     # --- loading ------------------------------------------------------------------------
     def _parts(self):
         if self._loaded is None:
-            self._loaded = load_parts(self._bundle or self._shipped_bundle(), self._device)
+            self._loaded = load_parts(bundle_folder(self._bundle, BUNDLE, LOCK), self._device)
         return self._loaded
-
-    @staticmethod
-    def _shipped_bundle() -> Path:
-        from enhance import weights
-
-        return weights.resolve_bundle(BUNDLE, lock=_lock())
 
 
 def load_parts(directory: Path, device) -> tuple:
     """(config, trained model, autoencoder, prior) of a codec bundle folder."""
-    from enhance.latent import autoencoder_from_directory, load_autoencoder
-    from enhance.priors import LatentPrior, load_prior
     from enhance.weights import load_file_exact
 
     config = CodecConfig.load(directory / "codec.json")
     model = LatentDiffusionCodecModel(config)
     load_file_exact(model, directory / "model.safetensors")
     model.to(device).eval().requires_grad_(False)
-    autoencoder = _component(directory, config.autoencoder, lambda d: autoencoder_from_directory(d, device=device), lambda n: load_autoencoder(n, device=device))
-    prior = _component(directory, config.prior, lambda d: LatentPrior.from_pretrained(d, device=device), lambda n: load_prior(n, device=device))
+    autoencoder = bundled_autoencoder(directory, config.autoencoder, device)
+    prior = bundled_prior(directory, config.prior, device)
     if prior.config.autoencoder != config.autoencoder or autoencoder.channels != config.latent_channels:
         raise WeightsError(f"{directory}: the prior works on {prior.config.autoencoder!r}, the codec on {config.autoencoder!r}")
     return config, model, autoencoder, prior

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
+from enhance.bundle_config import BundleConfig
 from enhance.errors import WeightsError
-
-FORMAT = "enhance.latent-diffusion-codec"
-VERSION = 1
 
 
 @dataclass
-class CodecConfig:
+class CodecConfig(BundleConfig):
     """`lambdas[k]` weighs latent MSE against bits per pixel at rate level k (1-based for users)."""
+
+    FORMAT = "enhance.latent-diffusion-codec"
+    VERSION = 1
+    WHAT = "codec"
 
     autoencoder: str = "taef2"
     prior: str = "prior-taef2"
@@ -34,40 +34,6 @@ class CodecConfig:
     @property
     def levels(self) -> int:
         return len(self.lambdas)
-
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, **asdict(self)}
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> "CodecConfig":
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            raise WeightsError(f"{path}: cannot read the codec config ({error})") from None
-        return cls.from_dict(data, str(path))
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str) -> "CodecConfig":
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise WeightsError(f"{where}: not a version {VERSION} {FORMAT} config")
-        fields = {key: value for key, value in data.items() if key not in ("format", "version")}
-        defaults = asdict(cls())
-        unknown = sorted(set(fields) - set(defaults))
-        if unknown:
-            raise WeightsError(f"{where}: unknown keys {unknown}")
-        for key, value in fields.items():
-            expected = type(defaults[key])
-            if expected is float and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            if type(value) is not expected:
-                raise WeightsError(f"{where}: {key} must be {expected.__name__}, not {value!r}")
-            fields[key] = value
-        config = cls(**fields)
-        config.check(where)
-        return config
 
     def check(self, where: str) -> None:
         if not 2 <= self.levels <= 16 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.lambdas):

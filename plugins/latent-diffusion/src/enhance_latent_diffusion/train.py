@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from enhance.priors import LatentPrior
+from enhance.train.latent_request import PriorCodecTaskOptions
 from enhance.train.latents import LatentCropSampler
 from enhance.train.trainer import atomic_save
 
@@ -23,15 +24,8 @@ PIXELS_PER_POSITION = 64  # TAEF2: one latent position per 8x8 pixels
 
 
 @dataclass
-class CodecTaskOptions:
-    latent_files: list[Path]
-    prior: Path
-    val_files: list[Path] = field(default_factory=list)
-    crop: int = 32
-    batch: int = 16
-    seed: int = 0
+class CodecTaskOptions(PriorCodecTaskOptions):
     config: CodecConfig = field(default_factory=CodecConfig)
-    init_from: Path | None = None
 
 
 class CodecTask:
@@ -99,9 +93,4 @@ def make_task(request) -> CodecTask:
 
     if request.prior is None:
         raise EnhanceError("latent-diffusion trains on a frozen prior: give --prior BUNDLE_DIR")
-    return CodecTask(
-        CodecTaskOptions(
-            latent_files=request.latent_files, val_files=request.val_files, prior=request.prior,
-            crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
-        )
-    )
+    return CodecTask(CodecTaskOptions.from_request(request))

@@ -17,7 +17,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enhance.errors import BadInput, EnhanceError, WeightsError
+from enhance.errors import WeightsError
+from enhance.latent import decode_latent
+from enhance.latent.full_codec import (
+    bundle_folder, bundled_autoencoder, default_device, image_latent, rate_level, step_count, weights_available,
+)
 
 from . import bitstream
 from .config import PercoConfig
@@ -26,10 +30,7 @@ from .model import PercoModel
 BUNDLE = "perco"
 MAX_PIXELS = 150_000_000
 MAX_STEPS = 1000
-
-
-def _lock() -> Path:
-    return Path(__file__).parent / "weights.lock"
+LOCK = Path(__file__).parent / "weights.lock"
 
 
 class PercoCodec:
@@ -39,7 +40,7 @@ class PercoCodec:
 
     def __init__(self, *, bundle: Path | str | None = None, device: str | None = None, guidance: float | None = None, caption: str | None = None):
         self._bundle = Path(bundle) if bundle is not None else None
-        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = default_device(device)
         self._guidance = guidance
         self._caption = caption
         self._loaded = None
@@ -50,19 +51,14 @@ class PercoCodec:
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        from enhance import weights
-
-        missing = [f"{row.bundle}/{row.path}" for row in weights.load_lock(_lock()) if weights.locate(row) is None]
-        if missing:
-            return False, f"weights missing: {', '.join(missing)} (enhance weights fetch {BUNDLE})"
-        return True, ""
+        return weights_available(BUNDLE, LOCK)
 
     # --- encode --------------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: float) -> bytes:
         config, model, autoencoder = self._parts()
-        level = self._level(rate, config)
+        level = rate_level(rate, len(config.levels), "perco")
         with torch.no_grad():
-            latent = model.decoder.normalise(self._encode_latent(image, autoencoder))
+            latent = model.decoder.normalise(image_latent(image, autoencoder, self._device, max_side=bitstream.MAX_SIDE, what="perco"))
             _, local_indices, _, global_indices, _ = model.encoder(latent, level)
         payload = bitstream.Payload(
             height=image.shape[0],
@@ -86,15 +82,10 @@ class PercoCodec:
             local_bits=lambda level: self._local_bits(config, level),
             max_pixels=MAX_PIXELS,
         )
-        steps = config.default_steps(payload.level) if steps is None else steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or not 1 <= steps <= MAX_STEPS:
-            raise EnhanceError(f"perco: steps must be an integer from 1 to {MAX_STEPS}, not {steps!r}")
+        steps = step_count(config.default_steps(payload.level) if steps is None else steps, 1, MAX_STEPS, "perco")
         with torch.no_grad():
             latent = self._generate(payload, steps, seed, config, model, autoencoder.factor)
-            pixels = autoencoder.decode(model.decoder.denormalise(latent))
-        from enhance.latent import tensor_to_image
-
-        return tensor_to_image(pixels[..., : payload.height, : payload.width])
+            return decode_latent(autoencoder, model.decoder.denormalise(latent), payload.height, payload.width)
 
     def _generate(self, payload, steps, seed, config, model: PercoModel, factor: int) -> torch.Tensor:
         size = (math.ceil(payload.height / factor), math.ceil(payload.width / factor))
@@ -135,38 +126,14 @@ class PercoCodec:
     def _global_bits(config: PercoConfig) -> int:
         return int(math.log2(config.global_codebook))
 
-    def _encode_latent(self, image: np.ndarray, autoencoder) -> torch.Tensor:
-        from enhance.latent import image_to_tensor
-        from enhance.latent.padding import pad_to_multiple
-
-        if not (isinstance(image, np.ndarray) and image.dtype == np.uint8 and image.ndim == 3 and image.shape[2] == 3):
-            raise BadInput("perco: the image must be uint8 HxWx3")
-        if not 1 <= image.shape[0] <= bitstream.MAX_SIDE or not 1 <= image.shape[1] <= bitstream.MAX_SIDE:
-            raise BadInput(f"perco: sides must be 1..{bitstream.MAX_SIDE} pixels")
-        return autoencoder.encode(pad_to_multiple(image_to_tensor(image, self._device), autoencoder.factor))
-
-    @staticmethod
-    def _level(rate: float, config: PercoConfig) -> int:
-        levels = len(config.levels)
-        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate != int(rate) or not 1 <= rate <= levels:
-            raise EnhanceError(f"perco: rate must be a level from 1 to {levels}, not {rate!r}")
-        return int(rate) - 1
-
     def _parts(self):
         if self._loaded is None:
-            self._loaded = load_parts(self._bundle or self._shipped_bundle(), self._device)
+            self._loaded = load_parts(bundle_folder(self._bundle, BUNDLE, LOCK), self._device)
         return self._loaded
-
-    @staticmethod
-    def _shipped_bundle() -> Path:
-        from enhance import weights
-
-        return weights.resolve_bundle(BUNDLE, lock=_lock())
 
 
 def load_parts(directory: Path, device) -> tuple:
     """(config, model, autoencoder) of a PerCo bundle folder: perco.json, model.safetensors, decoder/."""
-    from enhance.latent import autoencoder_from_directory, load_autoencoder
     from enhance.priors import LatentPrior
     from enhance.weights import load_file_exact
 
@@ -175,10 +142,7 @@ def load_parts(directory: Path, device) -> tuple:
     model = PercoModel(config, decoder)
     load_file_exact(_EncoderSide(model), directory / "model.safetensors")
     model.to(device).eval().requires_grad_(False)
-    if (directory / config.autoencoder).is_dir():
-        autoencoder = autoencoder_from_directory(directory / config.autoencoder, device=device)
-    else:
-        autoencoder = load_autoencoder(config.autoencoder, device=device)
+    autoencoder = bundled_autoencoder(directory, config.autoencoder, device)
     if autoencoder.channels != config.latent_channels or decoder.config.autoencoder != config.autoencoder:
         raise WeightsError(f"{directory}: the decoder works on {decoder.config.autoencoder!r}, the codec on {config.autoencoder!r}")
     return config, model, autoencoder

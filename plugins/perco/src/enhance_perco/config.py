@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 
+from enhance.bundle_config import BundleConfig
 from enhance.errors import WeightsError
 
-FORMAT = "enhance.perco"
-VERSION = 1
 GRID_FACTORS = (1, 2, 4, 8)  # of the latent, so 1/8, 1/16, 1/32, 1/64 of the image
 
 
 @dataclass
-class PercoConfig:
+class PercoConfig(BundleConfig):
     """`levels[k] = [grid factor, codebook size]`, lowest rate first (users count levels from 1)."""
+
+    FORMAT = "enhance.perco"
+    VERSION = 1
+    WHAT = "PerCo"
 
     autoencoder: str = "taef2"
     levels: list[list[int]] = field(default_factory=lambda: [[8, 256], [8, 1024], [4, 256], [4, 1024], [2, 256], [2, 8192], [1, 256]])
@@ -37,40 +38,6 @@ class PercoConfig:
 
     def default_steps(self, level: int) -> int:
         return self.steps_low_rate if self.nominal_bpp(level) < self.step_threshold_bpp else self.steps_high_rate
-
-    def to_dict(self) -> dict:
-        return {"format": FORMAT, "version": VERSION, **asdict(self)}
-
-    def save(self, path: Path) -> None:
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: Path) -> "PercoConfig":
-        try:
-            data = json.loads(Path(path).read_text())
-        except (OSError, ValueError) as error:
-            raise WeightsError(f"{path}: cannot read the PerCo config ({error})") from None
-        return cls.from_dict(data, str(path))
-
-    @classmethod
-    def from_dict(cls, data: dict, where: str) -> "PercoConfig":
-        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != VERSION:
-            raise WeightsError(f"{where}: not a version {VERSION} {FORMAT} config")
-        fields = {key: value for key, value in data.items() if key not in ("format", "version")}
-        defaults = asdict(cls())
-        unknown = sorted(set(fields) - set(defaults))
-        if unknown:
-            raise WeightsError(f"{where}: unknown keys {unknown}")
-        for key, value in fields.items():
-            expected = type(defaults[key])
-            if expected is float and type(value) is int:
-                value = float(value)
-            if type(value) is not expected:
-                raise WeightsError(f"{where}: {key} must be {expected.__name__}, not {value!r}")
-            fields[key] = value
-        config = cls(**fields)
-        config.check(where)
-        return config
 
     def check(self, where: str) -> None:
         if not 1 <= len(self.levels) <= 15:

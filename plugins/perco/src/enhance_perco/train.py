@@ -17,27 +17,20 @@ import numpy as np
 import torch
 
 from enhance.priors import LatentPrior
+from enhance.train.latent_request import PriorCodecTaskOptions
 from enhance.train.latents import LatentCropSampler
+from enhance.train.prior import min_snr_loss
 from enhance.train.trainer import atomic_save
 
 from .codec import _EncoderSide
 from .config import PercoConfig
 from .model import PercoModel, extend_prior
 
-MIN_SNR = 5.0
-
 
 @dataclass
-class PercoTaskOptions:
-    latent_files: list[Path]
-    prior: Path
-    val_files: list[Path] = field(default_factory=list)
-    crop: int = 32
-    batch: int = 16
-    seed: int = 0
+class PercoTaskOptions(PriorCodecTaskOptions):
     drop_global: float = 0.1
     config: PercoConfig = field(default_factory=PercoConfig)
-    init_from: Path | None = None
 
 
 class PercoTask:
@@ -83,13 +76,8 @@ class PercoTask:
         noise = torch.randn(latent.shape, generator=generator).to(latent.device)
         if timesteps is None:
             timesteps = torch.randint(0, model.decoder.num_timesteps, (batch,), generator=generator).to(latent.device)
-        noisy = model.decoder.add_noise(latent, noise, timesteps)
-        output = model.output(noisy, timesteps, features, condition).float()
-        target = model.decoder.training_target(latent, noise, timesteps)
-        alpha = model.decoder.alphas_cumprod[timesteps]
-        snr = alpha / (1 - alpha)
-        weight = torch.clamp(snr, max=MIN_SNR) / (snr + 1)
-        return (weight * ((output - target) ** 2).mean(dim=(1, 2, 3))).mean(), vq, probe
+        diffusion = min_snr_loss(model.decoder, latent, noise, timesteps, lambda noisy, t: model.output(noisy, t, features, condition))
+        return diffusion, vq, probe
 
     @torch.no_grad()
     def validate(self, model: PercoModel) -> dict:
@@ -120,9 +108,4 @@ def make_task(request) -> PercoTask:
 
     if request.prior is None and request.init_from is None:
         raise EnhanceError("perco fine-tunes a prior: give --prior BUNDLE_DIR (or --init-from a PerCo bundle)")
-    return PercoTask(
-        PercoTaskOptions(
-            latent_files=request.latent_files, val_files=request.val_files, prior=request.prior,
-            crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
-        )
-    )
+    return PercoTask(PercoTaskOptions.from_request(request))

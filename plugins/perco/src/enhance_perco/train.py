@@ -61,7 +61,7 @@ class PercoTask:
         latent = model.decoder.normalise(self.sampler.batch(self.options.batch).to(device))
         level = int(rng.integers(len(model.config.levels)))
         diffusion, vq, probe = self._losses(model, latent, level, rng)
-        return diffusion + vq + probe, {"diffusion": float(diffusion), "vq": float(vq), "probe": float(probe), "level": level}
+        return diffusion + vq + probe, {"diffusion": diffusion.item(), "vq": vq.item(), "probe": probe.item(), "level": level}
 
     def _losses(self, model: PercoModel, latent: torch.Tensor, level: int, rng: np.random.Generator, timesteps=None):
         batch = latent.shape[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 from PIL import Image
 from typer.testing import CliRunner
@@ -10,9 +12,9 @@ from enhance.cli import app
 from enhance.train.prior import PriorTask
 
 
-def write_photos(folder, count=3, size=(72, 88)):
+def write_photos(folder, count=3, size=(72, 88), seed=0):
     folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)
     for index in range(count):
         pixels = rng.integers(0, 256, (*size, 3), dtype=np.uint8)
         Image.fromarray(pixels).save(folder / f"p{index}.png")
@@ -47,6 +49,16 @@ def test_prior_trains_from_images_and_resumes(tmp_path, monkeypatch):
 
     assert read_checkpoint_metadata(out / "checkpoint.safetensors", "latent-prior")["step"] == "3"
     assert (out / "bundle" / "prior.json").is_file()
+
+    # Started from that bundle on other photos, a run keeps the bundle's normalisation: its UNet
+    # (and every codec built on the prior) works in that space.
+    write_photos(tmp_path / "other", seed=1, size=(64, 64))
+    again = ["train-latent", "prior", "--data", str(tmp_path / "other"), "--out", str(tmp_path / "runs" / "again"),
+             "--crop", "4", "--batch", "2", "--steps", "1", "--init-from", str(out / "bundle")]
+    result = CliRunner().invoke(app, again)
+    assert result.exit_code == 0, result.output
+    before, after = (json.loads((folder / "bundle" / "prior.json").read_text()) for folder in (out, tmp_path / "runs" / "again"))
+    assert (after["mean"], after["std"]) == (before["mean"], before["std"])
 
 
 def test_an_unknown_trainer_is_a_clear_error(tmp_path):

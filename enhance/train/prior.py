@@ -7,6 +7,8 @@ plain epsilon-MSE on small budgets; the schedule is Stable Diffusion's (scaled-l
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,14 +81,22 @@ class PriorTask:
     def __init__(self, options: PriorTaskOptions):
         self.options = options
         self.sampler = LatentCropSampler(options.latent_files, options.crop, seed=options.seed)
-        mean, std = self.sampler.statistics()
         self.config = {
             "unet": default_unet(self.sampler.channels, options.widths),
             "scheduler": SCHEDULER,
-            "prior": PriorConfig(options.autoencoder, mean.tolist(), std.tolist()).to_dict(),
+            "prior": self._normalisation(),
         }
         self.val_batch = self._validation_batch()
         self.generator = torch.Generator().manual_seed(options.seed)
+
+    def _normalisation(self) -> dict:
+        """The latent statistics the UNet works in: an --init-from bundle's own (its UNet was trained
+        in that space, and the codecs built on it normalise with them), else measured on the data."""
+        if self.options.init_from is not None:
+            path = Path(self.options.init_from) / "prior.json"
+            return PriorConfig.from_dict(json.loads(path.read_text()), str(path)).to_dict()
+        mean, std = self.sampler.statistics()
+        return PriorConfig(self.options.autoencoder, mean.tolist(), std.tolist()).to_dict()
 
     def build(self, config: dict) -> LatentPrior:
         prior_config = PriorConfig.from_dict(config["prior"], "prior task config")

@@ -23,7 +23,10 @@ from .registry import native_codec
 
 def load_display_pixels(path: Path | str) -> np.ndarray:
     """An image file's pixels as displayed (EXIF orientation applied), uint8 HxWx3."""
-    loaded = image.load_image(path)
+    return _display_pixels(image.load_image(path))
+
+
+def _display_pixels(loaded: image.LoadedImage) -> np.ndarray:
     return np.ascontiguousarray(image.apply_orientation(loaded.pixels, loaded.orientation))
 
 
@@ -36,17 +39,30 @@ def _writing(path: Path) -> Iterator[None]:
         raise EnhanceError(f"{path}: cannot write here ({error.strerror or error})") from None
 
 
-def encode_bitstream(source: np.ndarray | Path | str, codec: str, rate, **options) -> bytes:
+def encode_bitstream(source: np.ndarray | Path | str, codec: str, rate, *, caption: str | None = None, **options) -> bytes:
     """Bytes of `source` encoded by `codec` at `rate` (the codec's own scale); `options` go to its constructor.
 
     Full codecs and base codecs without a file format of their own go in the container,
     under the container id the codec declares (`container_id`, checked against
-    `container.CODEC_IDS`), with the rate as the parameter "rate".
+    `container.CODEC_IDS`), with the rate as the parameter "rate". A codec that carries a
+    caption (`takes_caption`, such as PerCo) gets `caption`, else the image file's own
+    description (XMP dc:description or EXIF ImageDescription); any other refuses one.
     """
-    pixels = checked_rgb(source, "image") if isinstance(source, np.ndarray) else load_display_pixels(source)
+    if isinstance(source, np.ndarray):
+        return _encode_pixels(checked_rgb(source, "image"), codec, rate, caption, options)
+    loaded = image.load_image(source)
+    return _encode_pixels(_display_pixels(loaded), codec, rate, caption, options, described=loaded.metadata.description)
+
+
+def _encode_pixels(pixels: np.ndarray, codec: str, rate, caption: str | None, options: dict, described: str | None = None) -> bytes:
     kind = registry.codec_kind(codec)
     instance = registry.create(kind, codec, **options)
-    payload = instance.encode(pixels, rate)
+    if getattr(instance, "takes_caption", False):
+        payload = instance.encode(pixels, rate, caption=caption if caption is not None else described)
+    elif caption is not None:
+        raise EnhanceError(f"{codec} carries no caption (a caption is for codecs such as perco)")
+    else:
+        payload = instance.encode(pixels, rate)
     if kind == "codec" and not instance.needs_container:
         return payload
     height, width = pixels.shape[:2]
@@ -138,13 +154,14 @@ def _check_extension(codec: str, dst: Path) -> None:
         raise BadInput(f"{dst}: -c {codec} writes {allowed[0]} files; name the output {dst.with_suffix(allowed[0]).name}")
 
 
-def encode_file(src: Path | str, codec: str, rate, dst: Path | str, **options) -> Encoded:
+def encode_file(src: Path | str, codec: str, rate, dst: Path | str, *, caption: str | None = None, **options) -> Encoded:
     """Encodes image file `src` with `codec` at `rate` into `dst` (whose extension must be the codec's); see `encode_bitstream`."""
     src, dst = Path(src), Path(dst)
     _refuse_overwrite(src, dst)
     _check_extension(codec, dst)
-    pixels = load_display_pixels(src)
-    data = encode_bitstream(pixels, codec, rate, **options)
+    loaded = image.load_image(src)
+    pixels = _display_pixels(loaded)
+    data = _encode_pixels(pixels, codec, rate, caption, options, described=loaded.metadata.description)
     with _writing(dst):
         image.write_atomic(dst, data)
     height, width = pixels.shape[:2]

@@ -61,11 +61,14 @@ def encode(
     codec: str = typer.Option(..., "-c", "--codec", help="Codec name (see `enhance codecs`)."),
     quality: str = typer.Option(..., "-q", "--quality", "--rate", help="Rate on the codec's own scale (a quality, QP, bpp...)."),
     output: Path = typer.Option(..., "-o", "--output", help="File to write."),
+    caption: Optional[str] = typer.Option(
+        None, help="Text description sent with the image, for codecs that carry one (perco); default: the file's own."
+    ),
 ) -> None:
     """Encode an image with any codec; prints its size and bits per pixel."""
     from .api import encode_file
 
-    result = encode_file(image, codec, _quality(quality), output)
+    result = encode_file(image, codec, _quality(quality), output, caption=caption)
     line = f"{result.path}: {result.file_bytes} bytes, {result.file_bpp:.4f} bpp"
     if result.payload_bytes is not None:
         line += f" (payload {result.payload_bytes} bytes, {result.payload_bpp:.4f} bpp; file {result.file_bpp:.4f} bpp)"

@@ -13,6 +13,7 @@ with absolute offsets included) is kept byte for byte.
 
 from __future__ import annotations
 
+import html
 import io
 import os
 import re
@@ -104,6 +105,11 @@ class Metadata:
     @property
     def orientation(self) -> int:
         return exif_orientation(self.exif)
+
+    @property
+    def description(self) -> str | None:
+        """The image's own caption: XMP dc:description, else EXIF ImageDescription; None without one."""
+        return _xmp_description(self.xmp) or _exif_description(self.exif)
 
     def for_oriented_pixels(self) -> "Metadata":
         """The same metadata with EXIF and XMP orientation reset to 1, for pixels `apply_orientation` has turned."""
@@ -301,6 +307,35 @@ def _orientation_entry(exif: bytes) -> tuple[int, str, str] | None:
         if tag == ORIENTATION_TAG and value_count == 1 and value_type in (3, 4):  # SHORT or LONG
             return base + entry + 8, order, "H" if value_type == 3 else "I"
     return None
+
+
+IMAGE_DESCRIPTION_TAG = 0x010E
+# dc:description is an rdf:Alt of language alternatives; the first (x-default first, by convention) is taken.
+XMP_DESCRIPTION = re.compile(rb"<dc:description\b[^>]*>.*?<rdf:li\b[^>]*>(.*?)</rdf:li>", re.DOTALL)
+
+
+def _xmp_description(xmp: bytes | None) -> str | None:
+    # A pattern, not an XML parser: the packet is untrusted and only this one value is wanted.
+    match = XMP_DESCRIPTION.search(xmp) if xmp else None
+    if match is None:
+        return None
+    return html.unescape(match.group(1).decode("utf-8", "replace")).strip() or None
+
+
+def _exif_description(exif: bytes | None) -> str | None:
+    if not exif:
+        return None
+    tags = Image.Exif()
+    try:
+        tags.load(exif[len(EXIF_HEADER):] if exif.startswith(EXIF_HEADER) else exif)
+    except PILLOW_DECODE_ERRORS:
+        return None
+    value = tags.get(IMAGE_DESCRIPTION_TAG)
+    if isinstance(value, bytes):
+        value = value.decode("utf-8", "replace")
+    if not isinstance(value, str):
+        return None
+    return value.strip("\x00 \t\r\n") or None
 
 
 def exif_orientation(exif: bytes | None) -> int:

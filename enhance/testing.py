@@ -142,6 +142,36 @@ def check_full_codec(codec, rates: Sequence[float], *, steps: Sequence[int | Non
         _check_pixels(codec.decode(data, steps=count, seed=0), (33, 47), f"{codec.name} decode with steps={count}")
 
 
+def check_cli_round_trip(
+    name: str, factory, rates: Sequence[float], sizes: Sequence[tuple[int, int]], directory: Path, *, steps: int | None = None
+) -> None:
+    """`enhance encode -c NAME -q R` then `enhance decode` round-trip every size at every rate (low to
+    high), with `factory` (for example the codec class bound to a tiny bundle) registered as NAME;
+    files grow with the rate at every size."""
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from . import registry
+    from .cli import app
+
+    runner = CliRunner()
+    with registry.use_plugins(full_codecs={name: factory}):
+        for height, width in sizes:
+            source = directory / f"{width}x{height}.png"
+            Image.fromarray(sample_image(height, width)).save(source)
+            sizes_on_disk = []
+            for rate in rates:
+                encoded, decoded = directory / f"{width}x{height}-{rate}.enh", directory / f"{width}x{height}-{rate}.png"
+                for args in (["encode", str(source), "-c", name, "-q", str(rate), "-o", str(encoded)],
+                             ["decode", str(encoded), "-o", str(decoded)] + ([] if steps is None else ["--steps", str(steps)])):
+                    result = runner.invoke(app, args)
+                    assert result.exit_code == 0, f"enhance {' '.join(args)}: exit {result.exit_code}: {result.output}"
+                with Image.open(decoded) as image:
+                    assert image.size == (width, height), f"{name} at {rate}: decoded {image.size}, not {(width, height)}"
+                sizes_on_disk.append(encoded.stat().st_size)
+            assert sizes_on_disk == sorted(sizes_on_disk), f"{name} at {width}x{height}: file sizes {sizes_on_disk} do not grow with the rate"
+
+
 def check_enhancer(enhancer, *, rate: float | None = None, stops: Sequence[int] | None = None) -> None:
     """Every check for an enhancer (`enhance.protocols.Enhancer`)."""
     for attribute in ("name", "identity", "default_steps", "step_range"):

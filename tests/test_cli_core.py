@@ -122,6 +122,7 @@ def test_truncated_container_is_one_line_exit_2(photo, tmp_path, monkeypatch, ca
         (["encode", "{tmp}/photo.png", "-c", "jpeg", "-q", "80", "-o", "{tmp}/photo.png"], "refusing to overwrite the input"),
         (["encode", "{tmp}/notes.txt", "-c", "jpeg", "-q", "80", "-o", "{tmp}/x.jpg"], "notes.txt: not an image"),
         (["encode", "{tmp}/photo.png", "-c", "jpeg", "-q", "80", "-o", "{tmp}/photo.png/x.jpg"], "cannot write here"),
+        (["encode", "{tmp}/photo.png", "-c", "webp", "-q", "50", "-o", "{tmp}/x.webp", "--caption", "hi"], "webp carries no caption"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(photo, tmp_path, monkeypatch, capsys, args, message):
@@ -234,3 +235,4 @@ def test_encoding_a_file_applies_its_exif_orientation(tmp_path):
         np.testing.assert_array_equal(decode_bitstream(data), np.rot90(pixels, k=-1))
     parsed = container.unpack(data)
     assert (parsed.width, parsed.height) == (33, 47)
+

@@ -248,6 +248,30 @@ def test_the_exif_parser_never_fails_on_garbage(noise, cut):
         assert len(reset) == len(block)
 
 
+def test_a_files_description_comes_from_xmp_then_exif(tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "a harbour at dawn"
+    xmp = (
+        b'<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF><rdf:Description><dc:description><rdf:Alt>'
+        b'<rdf:li xml:lang="x-default">boats &amp; gulls</rdf:li></rdf:Alt></dc:description>'
+        b"</rdf:Description></rdf:RDF></x:xmpmeta>"
+    )
+    assert Metadata(exif=exif.tobytes()).description == "a harbour at dawn"
+    assert Metadata(exif=exif.tobytes(), xmp=xmp).description == "boats & gulls"
+    assert Metadata().description is None and Metadata(exif=b"Exif\x00\x00garbage", xmp=b"<x/>").description is None
+    source = tmp_path / "described.jpg"
+    Image.new("RGB", (8, 8)).save(source, exif=exif.tobytes())
+    assert load_image(source).metadata.description == "a harbour at dawn"
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(max_size=80))
+def test_the_description_reader_never_fails_on_garbage(noise):
+    for block in (noise, b"Exif\x00\x00II*\x00" + noise, b"MM\x00*" + noise):
+        description = Metadata(exif=block, xmp=b"<dc:description><rdf:li>" + noise).description
+        assert description is None or isinstance(description, str)
+
+
 # --- bad input ------------------------------------------------------------------------
 
 

@@ -66,3 +66,21 @@ def test_an_unknown_trainer_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["train-latent", "nonesuch", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o")])
     assert result.exit_code != 0
     assert "nonesuch" in result.output + str(result.exception)
+
+
+def test_the_snr_floor_keeps_the_noisiest_steps_in_the_loss():
+    import torch
+
+    from enhance.testing import tiny_prior
+    from enhance.train.prior import min_snr_loss
+
+    prior = tiny_prior(channels=4)
+    clean, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    predict_nothing = lambda noisy, t: torch.zeros_like(noisy)  # noqa: E731
+    for timestep, least_ratio in ((999, 50.0), (0, 1.0)):
+        timesteps = torch.full((2,), timestep)
+        plain = min_snr_loss(prior, clean, noise, timesteps, predict_nothing)
+        floored = min_snr_loss(prior, clean, noise, timesteps, predict_nothing, snr_floor=1.0)
+        assert float(floored) >= least_ratio * float(plain) * 0.999
+    # Where snr is above the floor the floor changes nothing.
+    assert torch.allclose(floored, plain)

@@ -34,15 +34,20 @@ SCHEDULER = {
 MIN_SNR = 5.0
 
 
-def min_snr_loss(prior: LatentPrior, clean, noise, timesteps, predict, *, min_snr: float = MIN_SNR) -> torch.Tensor:
-    """The batch's diffusion loss: `predict(noisy, timesteps)` against the prior's training target, min-SNR weighted."""
+def min_snr_loss(prior: LatentPrior, clean, noise, timesteps, predict, *, min_snr: float = MIN_SNR, snr_floor: float = 0.0) -> torch.Tensor:
+    """The batch's diffusion loss: `predict(noisy, timesteps)` against the prior's training target, min-SNR weighted.
+
+    In x0 terms the weight is clamp(snr, snr_floor, min_snr). A conditional model needs the floor:
+    without it the noisiest steps, the only ones where the noisy input does not already hold the
+    answer, weigh almost nothing and the model learns to ignore its condition.
+    """
     noisy = prior.add_noise(clean, noise, timesteps)
     output = predict(noisy, timesteps).float()
     target = prior.training_target(clean, noise, timesteps)
     alpha = prior.alphas_cumprod[timesteps]
     snr = alpha / (1 - alpha)
-    # min-SNR weighting for v-prediction: min(snr, gamma) / (snr + 1)
-    weight = torch.clamp(snr, max=min_snr) / (snr + 1)
+    # For v-prediction the v error is (snr + 1) times the x0 error.
+    weight = torch.clamp(snr, min=snr_floor, max=min_snr) / (snr + 1)
     per_sample = ((output - target) ** 2).mean(dim=(1, 2, 3))
     return (weight * per_sample).mean()
 

@@ -100,3 +100,13 @@ def test_a_payload_declaring_a_huge_image_is_refused_before_decoding(codec):
     forged = bytes([1]) + bytes([0xFF, 0xFF, 0x03]) * 2 + bytes(data[3:])
     with pytest.raises(EnhanceError):
         codec.decode(forged, steps=0)
+
+
+def test_the_cli_round_trips_a_small_and_a_768x512_image_at_every_rate(codec_bundle, tmp_path):
+    from functools import partial
+
+    from enhance import testing
+
+    factory = partial(LatentDiffusionCodec, bundle=codec_bundle, device="cpu")
+    levels = int(LatentDiffusionCodec(bundle=codec_bundle, device="cpu").rate_range[1])
+    testing.check_cli_round_trip("latent-diffusion", factory, range(1, levels + 1), [(33, 47), (512, 768)], tmp_path, steps=1)

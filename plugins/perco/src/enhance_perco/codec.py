@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from enhance.errors import WeightsError
+from enhance.errors import EnhanceError, WeightsError
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
     bundle_folder, bundled_autoencoder, default_device, image_latent, rate_level, step_count, weights_available,
@@ -38,11 +38,12 @@ class PercoCodec:
     container_id = 9
     rate_unit = "level"
 
-    def __init__(self, *, bundle: Path | str | None = None, device: str | None = None, guidance: float | None = None, caption: str | None = None):
+    takes_caption = True
+
+    def __init__(self, *, bundle: Path | str | None = None, device: str | None = None, guidance: float | None = None):
         self._bundle = Path(bundle) if bundle is not None else None
         self._device = default_device(device)
         self._guidance = guidance
-        self._caption = caption
         self._loaded = None
 
     @property
@@ -54,8 +55,11 @@ class PercoCodec:
         return weights_available(BUNDLE, LOCK)
 
     # --- encode --------------------------------------------------------------------------
-    def encode(self, image: np.ndarray, rate: float) -> bytes:
+    def encode(self, image: np.ndarray, rate: float, *, caption: str | None = None) -> bytes:
+        """`caption` travels zlib-compressed (at most MAX_CAPTION_BYTES of UTF-8)."""
         config, model, autoencoder = self._parts()
+        if caption is not None and len(caption.encode("utf-8")) > bitstream.MAX_CAPTION_BYTES:
+            raise EnhanceError(f"perco: the caption is longer than {bitstream.MAX_CAPTION_BYTES} bytes of UTF-8")
         level = rate_level(rate, len(config.levels), "perco")
         with torch.no_grad():
             latent = model.decoder.normalise(image_latent(image, autoencoder, self._device, max_side=bitstream.MAX_SIDE, what="perco"))
@@ -66,7 +70,7 @@ class PercoCodec:
             level=level,
             global_indices=global_indices[0].cpu().numpy(),
             local_indices=local_indices[0].cpu().numpy(),
-            caption=self._caption,
+            caption=caption,
         )
         return bitstream.write(payload, self._global_bits(config), self._local_bits(config, level))
 

@@ -1,7 +1,7 @@
 """Training task: PerCo's hyper-encoder, codebooks and decoder, fine-tuned from our latent prior.
 
 Each step draws one rate level, encodes a batch of cached latents to its local and global
-codes, and trains the decoder's diffusion loss (v-prediction, min-SNR-5 weights, as the prior)
+codes, and trains the decoder's diffusion loss (v-prediction, min-SNR-5 weights floored at 1)
 conditioned on them, plus the quantisers' codebook and commitment losses and the encoder's
 probe loss (its codes must predict the mean latent of their cells). The global code is
 dropped (replaced by a learned null code) for `drop_global` of the samples, which is what
@@ -25,6 +25,11 @@ from enhance.train.trainer import atomic_save
 from .codec import _EncoderSide
 from .config import PercoConfig
 from .model import PercoModel, extend_prior
+
+
+# The decoder's x0 error weighs at least this at every noise level, so that the noisy steps,
+# where only the codes say what the image is, are learnt (see min_snr_loss).
+SNR_FLOOR = 1.0
 
 
 @dataclass
@@ -76,7 +81,9 @@ class PercoTask:
         noise = torch.randn(latent.shape, generator=generator).to(latent.device)
         if timesteps is None:
             timesteps = torch.randint(0, model.decoder.num_timesteps, (batch,), generator=generator).to(latent.device)
-        diffusion = min_snr_loss(model.decoder, latent, noise, timesteps, lambda noisy, t: model.output(noisy, t, features, condition))
+        diffusion = min_snr_loss(
+            model.decoder, latent, noise, timesteps, lambda noisy, t: model.output(noisy, t, features, condition), snr_floor=SNR_FLOOR
+        )
         return diffusion, vq, probe
 
     @torch.no_grad()

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import struct
+import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -327,7 +328,10 @@ def _exif_description(exif: bytes | None) -> str | None:
         return None
     tags = Image.Exif()
     try:
-        tags.load(exif[len(EXIF_HEADER):] if exif.startswith(EXIF_HEADER) else exif)
+        # Pillow warns on a corrupt block; for a caption that is just "no description".
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            tags.load(exif[len(EXIF_HEADER):] if exif.startswith(EXIF_HEADER) else exif)
     except PILLOW_DECODE_ERRORS:
         return None
     value = tags.get(IMAGE_DESCRIPTION_TAG)

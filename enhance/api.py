@@ -51,14 +51,19 @@ def encode_bitstream(source: np.ndarray | Path | str, codec: str, rate, *, capti
     if isinstance(source, np.ndarray):
         return _encode_pixels(checked_rgb(source, "image"), codec, rate, caption, options)
     loaded = image.load_image(source)
-    return _encode_pixels(_display_pixels(loaded), codec, rate, caption, options, described=loaded.metadata.description)
+    return _encode_pixels(_display_pixels(loaded), codec, rate, caption, options, metadata=loaded.metadata)
 
 
-def _encode_pixels(pixels: np.ndarray, codec: str, rate, caption: str | None, options: dict, described: str | None = None) -> bytes:
+def _encode_pixels(
+    pixels: np.ndarray, codec: str, rate, caption: str | None, options: dict, metadata: image.Metadata | None = None
+) -> bytes:
+    """The one place a codec is built and given its image (and caption); `metadata` is the source file's."""
     kind = registry.codec_kind(codec)
     instance = registry.create(kind, codec, **options)
     if getattr(instance, "takes_caption", False):
-        payload = instance.encode(pixels, rate, caption=caption if caption is not None else described)
+        if caption is None and metadata is not None:
+            caption = metadata.description
+        payload = instance.encode(pixels, rate, caption=caption)
     elif caption is not None:
         raise EnhanceError(f"{codec} carries no caption (a caption is for codecs such as perco)")
     else:
@@ -161,7 +166,7 @@ def encode_file(src: Path | str, codec: str, rate, dst: Path | str, *, caption: 
     _check_extension(codec, dst)
     loaded = image.load_image(src)
     pixels = _display_pixels(loaded)
-    data = _encode_pixels(pixels, codec, rate, caption, options, described=loaded.metadata.description)
+    data = _encode_pixels(pixels, codec, rate, caption, options, metadata=loaded.metadata)
     with _writing(dst):
         image.write_atomic(dst, data)
     height, width = pixels.shape[:2]

@@ -235,4 +235,3 @@ def test_encoding_a_file_applies_its_exif_orientation(tmp_path):
         np.testing.assert_array_equal(decode_bitstream(data), np.rot90(pixels, k=-1))
     parsed = container.unpack(data)
     assert (parsed.width, parsed.height) == (33, 47)
-

@@ -184,6 +184,8 @@ def train(
     batch: int = typer.Option(16),
     crop: int = typer.Option(128),
     lr: float = typer.Option(2e-4),
+    warmup: int = typer.Option(500, help="Optimiser steps of linear learning-rate warm-up."),
+    val_every: int = typer.Option(1000, "--val-every", help="Validate (and write the bundle) every this many steps."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
@@ -191,9 +193,17 @@ def train(
         None, "--refine-channels",
         help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
     ),
+    schedule_steps: Optional[int] = typer.Option(
+        None, "--schedule-steps", help="Sample the late-start span in this many steps (the last is the realism end).",
+    ),
+    adversarial: bool = typer.Option(
+        False, "--adversarial", help="Train the steps after the first against a patch discriminator (the realism end).",
+    ),
+    adversarial_weight: float = typer.Option(0.5, "--adversarial-weight", help="Scale of the adaptive adversarial weight."),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
+    from .train.adversarial import AdversarialOptions
     from .train.dirac import TrainOptions, train as run_training
 
     model = None
@@ -202,7 +212,8 @@ def train(
         model = replace(base, refine_channels=refine_channels)
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
-        batch=batch, crop=crop, lr=lr, device=device, seed=seed, init_from=init_from, model=model,
+        batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
+        schedule_steps=schedule_steps, adversarial=AdversarialOptions(weight=adversarial_weight) if adversarial else None,
     )
     bundle = run_training(options, log=typer.echo)
     typer.echo(f"bundle: {bundle}")
@@ -302,6 +313,8 @@ def train_latent(
     batch: int = typer.Option(16),
     crop: int = typer.Option(32, help="Latent crop side (x8 pixels for TAEF2)."),
     lr: float = typer.Option(2e-4),
+    warmup: int = typer.Option(500, help="Optimiser steps of linear learning-rate warm-up."),
+    val_every: int = typer.Option(1000, "--val-every", help="Validate (and write the bundle) every this many steps."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),

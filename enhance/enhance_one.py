@@ -162,8 +162,12 @@ def enhancer_identity(
     try:
         bundle = model_setting(model, codec)
         directory = Path(bundle) if bundle is not None else bundle_directory(codec)
-        device_type = _device_type(device) if with_device else None
-        return dirac_identity(directory, device_type)
+        if not with_device:
+            return dirac_identity(directory)
+        from .compute import fast_dtype
+
+        device_type = _device_type(device)
+        return dirac_identity(directory, device_type, str(fast_dtype(device_type)))
     except (OSError, EnhanceError):
         return None
 

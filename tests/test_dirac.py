@@ -24,6 +24,7 @@ from enhance.enhancers.dirac import (
 )
 from enhance.enhancers.dirac.pipeline import load_state_dict_strict
 from enhance.errors import BadInput, EnhanceError
+from enhance.train import dirac as train_module
 from enhance.train.dirac import TrainOptions, train
 from enhance.train.thresholds import write_thresholds
 
@@ -371,3 +372,53 @@ def test_a_checkpoint_from_before_the_trainer_resumes(photo_folder, tmp_path):
     messages = []
     train(replace(options, steps=3), log=messages.append)
     assert any("resumed" in m and "step 2" in m for m in messages)
+
+
+def test_adversarial_training_samples_in_fewer_steps_and_resumes_its_discriminator(photo_folder, tmp_path):
+    from safetensors import safe_open
+
+    from enhance.train.adversarial import AdversarialOptions
+
+    base = tmp_path / "base"
+    train(TrainOptions(codec="jpeg", data=[photo_folder], out=base, steps=1, batch=2, crop=32, model=TINY_MODEL, device="cpu"))
+    out = tmp_path / "realism"
+    options = TrainOptions(
+        codec="jpeg", data=[photo_folder], val=[photo_folder], out=out, steps=2, batch=4, crop=32, log_every=1,
+        val_every=2, val_images=1, init_from=base / "bundle", schedule_steps=4, adversarial=AdversarialOptions(channels=8),
+        device="cpu",
+    )
+    bundle = train(options)
+    config = DiracConfig.load(bundle / "config.json")
+    assert (config.schedule.schedule_steps, config.default_steps) == (4, 4)
+    log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert all(2 <= r["steps"] <= 4 and r["d_loss"] > 0 for r in log if "loss" in r)
+    assert {"psnr_1", "psnr_4", "hf_4"} <= set(next(r["val"] for r in log if "val" in r))
+    with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as handle:
+        saved = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("task.discriminator.")}
+    assert saved
+    restored = []
+    original_load = train_module._Adversary.load
+    train_module._Adversary.load = lambda self, tensors: (restored.append(tensors), original_load(self, tensors))[1]
+    try:
+        train(replace(options, steps=3))
+    finally:
+        train_module._Adversary.load = original_load
+    assert restored and all(torch.equal(restored[0][k[5:]], v) for k, v in saved.items())
+    enhancer = load_dirac("jpeg", bundle=bundle)
+    assert enhancer.enhance(natural_image(33, 47), rate=10, steps=4).shape == (33, 47, 3)
+    with pytest.raises(EnhanceError, match="cannot sample in 3 steps"):
+        train(replace(options, out=tmp_path / "odd", schedule_steps=3))
+
+
+def test_bf16_is_used_only_where_it_is_fast(monkeypatch):
+    from enhance import compute
+
+    monkeypatch.setattr(compute, "cpu_has_fast_bf16", lambda: False)
+    assert compute.fast_dtype("cpu") == torch.float32
+    with compute.autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    monkeypatch.setattr(compute, "cpu_has_fast_bf16", lambda: True)
+    assert compute.fast_dtype("cpu") == torch.bfloat16
+    with compute.autocast("cpu"):
+        assert torch.is_autocast_enabled("cpu")
+    assert compute.fast_dtype("cuda") == torch.bfloat16

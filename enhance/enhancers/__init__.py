@@ -28,14 +28,12 @@ def bundle_directory(codec: str) -> Path:
     return config.parent
 
 
-# DIRAC runs in bf16 on every device (`dirac.pipeline.DEFAULT_DTYPE`); named here so an
-# identity can be computed without importing torch.
-DEFAULT_DTYPE_NAME = "torch.bfloat16"
 BUNDLE_FILES = ("config.json", "model.safetensors")
 
 
-def dirac_identity(directory: Path, device_type: str | None = None, dtype_name: str = DEFAULT_DTYPE_NAME) -> str:
-    """A DIRAC bundle's identity: a hash of its files and, when given, the device type and dtype it runs in.
+def dirac_identity(directory: Path, device_type: str | None = None, dtype_name: str | None = None) -> str:
+    """A DIRAC bundle's identity: a hash of its files and, when given, the device type and dtype it runs in
+    (callers pass `enhance.compute.fast_dtype` of the device).
 
     `DiracEnhancer.identity` is this with its device; with `device_type=None` it names the
     weights alone. Reads the files only (no torch), so callers can know it before loading.

@@ -26,9 +26,19 @@ from ..enhancers.dirac.pipeline import DiracPipeline, load_state_dict_strict
 from ..enhancers.dirac.scheduler import LateStartDDIM
 from ..errors import EnhanceError
 from ..image import find_images, write_atomic
+from ..metrics.detail import hf_energy_ratio
 from ..metrics.psnr import psnr_rgb
+from .adversarial import (
+    AdversarialOptions,
+    PatchDiscriminator,
+    adaptive_weight,
+    coarse_mse,
+    discriminator_loss,
+    feature_matching_loss,
+    generator_loss,
+)
 from .data import DEGRADATIONS, CropSampler, load_rgb
-from .trainer import Trainer, TrainerOptions
+from .trainer import Trainer, TrainerOptions, adam_tensors, restore_adam
 
 # The metadata format of checkpoints from before the Trainer; they resume as "dirac" ones.
 LEGACY_CHECKPOINT_FORMAT = "enhance.dirac.checkpoint"
@@ -61,6 +71,11 @@ class TrainOptions:
     # Without a checkpoint in `out`, start from these bundle weights (fresh optimiser):
     # how a run continues on a machine that kept only the committed bundle.
     init_from: Path | None = None
+    # Sampling steps of the schedule (the realism end is its last step); None keeps the
+    # `init_from` bundle's (or the default).
+    schedule_steps: int | None = None
+    # Train the steps after the first adversarially (the realism end); None: x0 MSE only.
+    adversarial: AdversarialOptions | None = None
 
     def trainer_options(self) -> TrainerOptions:
         return TrainerOptions(
@@ -102,17 +117,21 @@ class Validator:
             self.pairs.append((target, decoded))
 
     def __call__(self, pipeline: DiracPipeline) -> dict:
-        base, enhanced = [], []
+        """PSNR and fine-band energy (against the original's) at 1 step and at the model's default steps."""
+        stops = sorted({1, pipeline.config.default_steps})
+        scores = {"psnr_base": [], "hf_base": []}
         generator = torch.Generator().manual_seed(0)
         for target, decoded in self.pairs:
             x_hat = to_unit(decoded[None], pipeline.device)
             noise = torch.randn(x_hat.shape, generator=generator)
-            residual = pipeline.residual(x_hat, noise, rate=self.quality, steps=1)
-            out = ((x_hat + residual).clamp(-1, 1).add(1).mul(127.5)).round().byte()
-            out = out[0].permute(1, 2, 0).cpu().numpy()
-            base.append(psnr_rgb(target, decoded))
-            enhanced.append(psnr_rgb(target, out))
-        return {"quality": self.quality, "psnr_base": float(np.mean(base)), "psnr_enhanced": float(np.mean(enhanced))}
+            scores["psnr_base"].append(psnr_rgb(target, decoded))
+            scores["hf_base"].append(hf_energy_ratio(target, decoded))
+            for steps, residual in zip(stops, pipeline.residuals(x_hat, noise, self.quality, stops)):
+                out = ((x_hat + residual).clamp(-1, 1).add(1).mul(127.5)).round().byte()
+                out = out[0].permute(1, 2, 0).cpu().numpy()
+                scores.setdefault(f"psnr_{steps}", []).append(psnr_rgb(target, out))
+                scores.setdefault(f"hf_{steps}", []).append(hf_energy_ratio(target, out))
+        return {"quality": self.quality, **{key: float(np.mean(values)) for key, values in scores.items()}}
 
 
 def _grown_config(options: TrainOptions) -> tuple[DiracConfig, tuple[str, ...]]:
@@ -144,7 +163,10 @@ class DiracTask:
         if self.init_from is not None:
             self.dirac, self.new_modules = _grown_config(options)
             log(f"initialised from {options.init_from}")
+        if options.schedule_steps is not None:
+            self.dirac = _with_schedule_steps(self.dirac, options.schedule_steps)
         self.config = self.dirac.to_dict()
+        self.adversary = _Adversary(options, self.dirac) if options.adversarial else None
         degradation = DEGRADATIONS[options.codec]()
         log(f"loading training images from {', '.join(map(str, options.data))}")
         self.sampler = CropSampler(find_images(options.data), options.crop, degradation, seed=options.seed)
@@ -155,9 +177,9 @@ class DiracTask:
         self._set_schedule()
 
     def _set_schedule(self) -> None:
-        schedule = LateStartDDIM(self.dirac.schedule)
-        self.alphas = schedule.alphas_cumprod
-        self.t_first = int(schedule.timesteps[0])
+        self.schedule = LateStartDDIM(self.dirac.schedule)
+        self.alphas = self.schedule.alphas_cumprod
+        self.t_first = int(self.schedule.timesteps[0])
 
     def resume_config(self, stored: dict) -> dict:
         """A resume trains the run's own model: built from the checkpoint's config; asking for another is refused."""
@@ -196,13 +218,62 @@ class DiracTask:
         targets, decoded, rates = self.sampler.batch(self.options.batch)
         x, x_hat = to_unit(targets, device), to_unit(decoded, device)
         residual = (x - x_hat) * self.dirac.residual_scale
-        noisy, t = self._noised(residual)
         rate_input = None
         if self.dirac.rate is not None:
             rate_input = torch.tensor([self.dirac.rate.normalise(r) for r in rates], device=device, dtype=torch.float32)
-        channels_last = torch.channels_last
-        prediction = model(noisy.contiguous(memory_format=channels_last), x_hat.contiguous(memory_format=channels_last), t, rate_input)
-        return torch.mean((prediction.float() - residual) ** 2), {}
+        if self.adversary is not None:
+            return self._realism_loss(model, x_hat, residual, rate_input, rates, step)
+        noisy, t = self._noised(residual)
+        prediction = _call(model, noisy, x_hat, t, rate_input)
+        return torch.mean((prediction - residual) ** 2), {}
+
+    def _realism_loss(self, model, x_hat, residual, rate_input, rates, step: int):
+        """x0 MSE at the first step for a share of the batch (the fidelity end); for the rest, the
+        prediction at a later step of the model's own sampling trajectory, judged by the discriminator."""
+        n = residual.shape[0]
+        n_fidelity = round(n * self.options.adversarial.fidelity_share)
+        start = torch.randn_like(residual) * self.schedule.initial_noise_scale()
+        first = torch.full((n,), self.t_first, device=residual.device)
+        rate_of = lambda part: None if rate_input is None else rate_input[part]  # noqa: E731
+        fidelity = slice(0, n_fidelity)
+        prediction = _call(model, start[fidelity], x_hat[fidelity], first[fidelity], rate_of(fidelity))
+        fidelity_mse = torch.mean((prediction - residual[fidelity]) ** 2)
+        realism = slice(n_fidelity, n)
+        steps = int(np.random.default_rng([self.options.seed, step, 1]).integers(2, self.dirac.schedule.schedule_steps + 1))
+        prediction = self._trajectory(model, start[realism], x_hat[realism], rate_of(realism), rates[realism], steps)
+        scaled = self.dirac.residual_scale
+        losses = self.adversary.generator_losses(model, prediction, residual[realism], x_hat[realism], scaled)
+        share = (n - n_fidelity) / n
+        total = (1 - share) * fidelity_mse + share * losses.pop("total")
+        return total, {"fidelity_mse": fidelity_mse.item(), "steps": steps, **losses}
+
+    def _trajectory(self, model, sample, x_hat, rate_input, rates, steps: int) -> torch.Tensor:
+        """The x0 prediction at step `steps` of the sampling trajectory from `sample`; earlier steps without gradients."""
+        low, high = self._clip_ranges(rates, sample.device)
+        timesteps = self.schedule.timesteps[:steps]
+        with torch.no_grad():
+            for timestep in timesteps[:-1]:
+                t = torch.full((sample.shape[0],), int(timestep), device=sample.device)
+                prediction = torch.maximum(torch.minimum(_call(model, sample, x_hat, t, rate_input), high), low)
+                sample = self.schedule.step(prediction, timestep, sample)
+        t = torch.full((sample.shape[0],), int(timesteps[-1]), device=sample.device)
+        return _call(model, sample, x_hat, t, rate_input)
+
+    def _clip_ranges(self, rates, device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample clipping of predictions, as sampling does (no clipping without thresholds)."""
+        if self.dirac.thresholds is None:
+            infinite = torch.full((1, 1, 1, 1), float("inf"), device=device)
+            return -infinite, infinite
+        low, high = zip(*(self.dirac.thresholds.at(float(r)) for r in rates))
+        as_tensor = lambda v: torch.tensor(np.array(v), dtype=torch.float32, device=device)[:, :, None, None]  # noqa: E731
+        return as_tensor(low), as_tensor(high)
+
+    def extra_state(self) -> dict[str, torch.Tensor]:
+        return {} if self.adversary is None else self.adversary.state()
+
+    def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
+        if self.adversary is not None:
+            self.adversary.load(tensors)
 
     def validate(self, model: DiracUNet) -> dict:
         if self.validator is None:
@@ -213,6 +284,65 @@ class DiracTask:
 
     def save_bundle(self, model: DiracUNet, directory: Path) -> None:
         save_bundle(directory, model, self.dirac)
+
+
+def _call(model: DiracUNet, noisy, x_hat, t, rate_input) -> torch.Tensor:
+    channels_last = torch.channels_last
+    prediction = model(noisy.contiguous(memory_format=channels_last), x_hat.contiguous(memory_format=channels_last), t, rate_input)
+    return prediction.float()
+
+
+def _with_schedule_steps(config: DiracConfig, steps: int) -> DiracConfig:
+    """The config sampling the same late-start span in `steps` steps, its default the realism end."""
+    schedule = replace(config.schedule, schedule_steps=steps)
+    try:
+        schedule.validate()
+    except ValueError as error:
+        raise EnhanceError(f"cannot sample in {steps} steps: {error}") from None
+    return replace(config, schedule=schedule, default_steps=steps)
+
+
+class _Adversary:
+    """The discriminator, its optimiser, and the generator's realism losses."""
+
+    def __init__(self, options: TrainOptions, config: DiracConfig):
+        self.options = options.adversarial
+        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.discriminator = PatchDiscriminator(config.model.image_channels, self.options.channels).to(device)
+        self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=(0.5, 0.9))
+
+    def generator_losses(self, model: DiracUNet, prediction, residual, x_hat, scale: float) -> dict:
+        """Updates the discriminator on this batch, then returns the generator's losses (key "total" has the gradient)."""
+        output, original = x_hat + prediction / scale, x_hat + residual / scale
+        disc = self.discriminator
+        disc.requires_grad_(True)
+        real_logits, real_features = disc(original, x_hat)
+        fake_logits, _ = disc(output.detach(), x_hat)
+        d_loss = discriminator_loss(real_logits.float(), fake_logits.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        d_loss.backward()
+        self.optimizer.step()
+        disc.requires_grad_(False)
+        fake_logits, fake_features = disc(output, x_hat)
+        reconstruction = coarse_mse(prediction, residual) + self.options.fine_mse_weight * torch.mean((prediction - residual) ** 2)
+        adversarial = generator_loss(fake_logits.float()) + self.options.feature_matching * feature_matching_loss(real_features, fake_features)
+        last = (model.refiner.conv2 if model.refiner is not None else model.head).weight
+        weight = self.options.weight * adaptive_weight(reconstruction, adversarial, last)
+        return {
+            "total": reconstruction + weight * adversarial,
+            "reconstruction": reconstruction.item(), "adversarial": adversarial.item(),
+            "adaptive_weight": weight.item(), "d_loss": d_loss.item(),
+            "d_real": real_logits.float().mean().item(), "d_fake": fake_logits.float().mean().item(),
+        }
+
+    def state(self) -> dict[str, torch.Tensor]:
+        tensors = {f"discriminator.{k}": v for k, v in self.discriminator.state_dict().items()}
+        return {**tensors, **adam_tensors(self.optimizer, self.discriminator)}
+
+    def load(self, tensors: dict[str, torch.Tensor]) -> None:
+        prefix = "discriminator."
+        self.discriminator.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}, strict=True)
+        restore_adam(self.optimizer, self.discriminator, tensors)
 
 
 def train(options: TrainOptions, log: Callable[[str], None] = print) -> Path:

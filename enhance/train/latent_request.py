@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from .. import registry
+from ..compute import fast_dtype
 from .latents import cache_latents
 from .trainer import Trainer, TrainerOptions
 
@@ -57,7 +58,7 @@ def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=prin
 
     if not roots:
         return []
-    dtype = torch.bfloat16 if not torch.cuda.is_available() else torch.float16
+    dtype = fast_dtype("cpu") if not torch.cuda.is_available() else torch.float16
     model = load_autoencoder(autoencoder, device="cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
     return cache_latents(model, roots, cache, max_side=DEFAULT_MAX_SIDE, log=log)
 

@@ -16,6 +16,7 @@ import torch
 
 from ..errors import EnhanceError
 
+from ..compute import autocast
 from ..priors.prior import LatentPrior, PriorConfig, build_unet
 from ..weights import load_file_exact
 from .latents import LatentCropSampler
@@ -143,7 +144,7 @@ class PriorTask:
         metrics = {}
         for t in (50, 200, 500, 900):
             timesteps = torch.full((clean.shape[0],), t, device=device)
-            with torch.autocast(device.type, dtype=torch.bfloat16):
+            with autocast(device):
                 estimate = model.predict_clean(model.add_noise(clean, noise, timesteps), timesteps)
             metrics[f"x0_mse_t{t}"] = round(float(((estimate.float() - clean) ** 2).mean()), 5)
         return metrics

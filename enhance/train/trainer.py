@@ -12,7 +12,7 @@ import json
 import math
 import signal
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Protocol
@@ -21,6 +21,7 @@ import torch
 from safetensors.torch import load_file
 from safetensors.torch import save as safetensors_bytes
 
+from ..compute import autocast
 from ..errors import EnhanceError
 from ..image import write_atomic
 
@@ -70,6 +71,7 @@ class TrainerOptions:
     checkpoint_every: int = 250
     seed: int = 0
     device: str | None = None
+    # bf16 autocast where bf16 is fast (`enhance.compute`); False trains in fp32 everywhere.
     bf16: bool = True
 
 
@@ -96,6 +98,29 @@ def read_checkpoint_metadata(path: Path, kind: str, legacy_formats: tuple[str, .
     if metadata.get("kind") != kind:
         raise EnhanceError(f"{path}: a checkpoint of {metadata.get('kind')!r}, not {kind!r}")
     return metadata
+
+
+def adam_tensors(optimizer: torch.optim.Optimizer, module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """An Adam(W) optimiser's moments and step counts, named after `module`'s parameters."""
+    names = {id(p): n for n, p in module.named_parameters()}
+    tensors = {}
+    for param, state in optimizer.state.items():
+        name = names[id(param)]
+        tensors[f"adam.{name}.exp_avg"] = state["exp_avg"]
+        tensors[f"adam.{name}.exp_avg_sq"] = state["exp_avg_sq"]
+        tensors[f"adam.{name}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+    return tensors
+
+
+def restore_adam(optimizer: torch.optim.Optimizer, module: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Puts back what `adam_tensors` saved (parameters it has no moments for start fresh)."""
+    for name, param in module.named_parameters():
+        if f"adam.{name}.exp_avg" in tensors:
+            optimizer.state[param] = {
+                "exp_avg": tensors[f"adam.{name}.exp_avg"],
+                "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"],
+                "step": tensors[f"adam.{name}.step"].reshape(()).cpu(),
+            }
 
 
 @contextmanager
@@ -177,7 +202,7 @@ class Trainer:
         lr = options.lr * min(1.0, (self.step + 1) / max(1, options.warmup))
         for group in self.optimizer.param_groups:
             group["lr"] = lr
-        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=options.bf16):
+        with autocast(self.device) if options.bf16 else nullcontext():
             loss, scalars = self.task.loss(self.model, self.step)
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"loss became {loss.item()} at step {self.step}")
@@ -220,12 +245,10 @@ class Trainer:
     def _save_checkpoint(self) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         tensors.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
-        names = {id(p): n for n, p in self.model.named_parameters()}
-        for param, state in self.optimizer.state.items():
-            name = names[id(param)]
-            tensors[f"adam.{name}.exp_avg"] = state["exp_avg"]
-            tensors[f"adam.{name}.exp_avg_sq"] = state["exp_avg_sq"]
-            tensors[f"adam.{name}.step"] = torch.as_tensor(state["step"], dtype=torch.float32).reshape(1)
+        tensors.update(adam_tensors(self.optimizer, self.model))
+        # Optional on a task: state of its own to resume with (a discriminator and its optimiser).
+        if hasattr(self.task, "extra_state"):
+            tensors.update({f"task.{k}": v for k, v in self.task.extra_state().items()})
         metadata = {
             "format": CHECKPOINT_FORMAT,
             "version": str(CHECKPOINT_VERSION),
@@ -240,11 +263,8 @@ class Trainer:
         tensors = load_file(str(self.checkpoint), device=str(self.device))
         self.model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")}, strict=True)
         self.ema.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, strict=True)
-        for name, param in self.model.named_parameters():
-            if f"adam.{name}.exp_avg" in tensors:
-                self.optimizer.state[param] = {
-                    "exp_avg": tensors[f"adam.{name}.exp_avg"],
-                    "exp_avg_sq": tensors[f"adam.{name}.exp_avg_sq"],
-                    "step": tensors[f"adam.{name}.step"].reshape(()).cpu(),
-                }
+        restore_adam(self.optimizer, self.model, tensors)
+        task_state = {k[5:]: v for k, v in tensors.items() if k.startswith("task.")}
+        if task_state and hasattr(self.task, "load_extra_state"):
+            self.task.load_extra_state(task_state)
         self.step = int(metadata["step"])

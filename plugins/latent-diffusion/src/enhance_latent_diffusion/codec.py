@@ -19,6 +19,7 @@ import torch
 from enhance.errors import WeightsError
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
+from enhance.compute import autocast
     bundle_folder, bundled_autoencoder, bundled_prior, default_device, image_latent, rate_level, step_count, weights_available,
 )
 
@@ -96,7 +97,7 @@ class LatentDiffusionCodec:
         start = min(prior.num_timesteps - 1, payload.timestep_code * bitstream.TIMESTEP_UNIT)
         generator = torch.Generator().manual_seed(seed)
         noisy = prior.alphas_cumprod[start].sqrt() * latent
-        with torch.autocast(self._device.type, dtype=torch.bfloat16):
+        with autocast(self._device):
             return prior.denoise(noisy, start, steps, eta=config.eta, generator=generator).float()
 
     # --- loading ------------------------------------------------------------------------

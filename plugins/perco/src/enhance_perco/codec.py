@@ -20,6 +20,7 @@ import torch
 from enhance.errors import EnhanceError, WeightsError
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
+from enhance.compute import autocast
     bundle_folder, bundled_autoencoder, default_device, image_latent, rate_level, step_count, weights_available,
 )
 
@@ -113,7 +114,7 @@ class PercoCodec:
             return without + guidance * (with_code - without)
 
         start = model.decoder.num_timesteps - 1
-        with torch.autocast(self._device.type, dtype=torch.bfloat16):
+        with autocast(self._device):
             return model.decoder.denoise(noise, start, steps, guide=guide).float()
 
     # --- helpers -------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from enhance.train.latent_request import PriorCodecTaskOptions
 from enhance.train.latents import LatentCropSampler
 from enhance.train.prior import min_snr_loss
 from enhance.train.trainer import atomic_save
+from enhance.compute import autocast
 
 from .codec import _EncoderSide
 from .config import PercoConfig
@@ -95,7 +96,7 @@ class PercoTask:
         for level in range(len(model.config.levels)):
             rng = np.random.default_rng(level)
             timesteps = torch.full((latent.shape[0],), 700, device=latent.device)
-            with torch.autocast(latent.device.type, dtype=torch.bfloat16):
+            with autocast(latent.device):
                 diffusion, _, probe = self._losses(model, latent, level, rng, timesteps=timesteps)
                 _, indices, _, _, _ = model.encoder(latent, level)
             used = indices.unique().numel() / model.config.levels[level][1]

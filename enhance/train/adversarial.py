@@ -1,0 +1,90 @@
+"""The adversarial part of DIRAC's realism training: a patch discriminator trained from scratch.
+
+No pretrained perceptual network can be had here, so, as HiFiC and MS-ILLM do, the realism
+signal comes from a discriminator learned alongside the enhancer. It judges small patches
+of the output image given the decoded JPEG (so it can tell invented texture that fits the
+file from texture that does not), at full resolution (the gap to the originals is in the
+finest band). Spectral normalisation keeps it Lipschitz, which is what keeps a GAN trained
+from scratch on a small batch stable.
+
+The generator's adversarial weight is adaptive (Esser et al., VQGAN): the ratio of the
+reconstruction and adversarial gradients at the enhancer's last layer, so neither term
+drowns the other whatever their raw scales.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
+
+
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """How the realism steps are trained."""
+
+    # Scales the adaptive weight of the adversarial + feature-matching term.
+    weight: float = 0.5
+    # Weight of the full-band MSE beside the MSE of the 4x4-averaged residual: the coarse
+    # structure must match the original, the fine band is left mostly to the discriminator.
+    fine_mse_weight: float = 0.25
+    # Weight of feature matching (L1 between the discriminator's features of the original
+    # and of the output): a paired, learned perceptual term.
+    feature_matching: float = 1.0
+    lr: float = 1e-4
+    # Samples of each batch trained at the first step with plain MSE (the fidelity end).
+    fidelity_share: float = 0.25
+    channels: int = 64
+
+
+class PatchDiscriminator(nn.Module):
+    """Logits per ~26 px patch of an image, conditioned on the decoded input; returns features too."""
+
+    def __init__(self, image_channels: int = 3, channels: int = 64):
+        super().__init__()
+        c = channels
+        self.layers = nn.ModuleList(
+            [
+                spectral_norm(nn.Conv2d(2 * image_channels, c // 2, 4, stride=2, padding=1)),
+                spectral_norm(nn.Conv2d(c // 2, c, 4, stride=2, padding=1)),
+                spectral_norm(nn.Conv2d(c, 2 * c, 3, padding=1)),
+                spectral_norm(nn.Conv2d(2 * c, 2 * c, 3, padding=1)),
+            ]
+        )
+        self.head = spectral_norm(nn.Conv2d(2 * c, 1, 3, padding=1))
+
+    def forward(self, image: torch.Tensor, decoded: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = torch.cat([image, decoded], dim=1)
+        features = []
+        for layer in self.layers:
+            x = F.leaky_relu(layer(x), 0.2)
+            features.append(x)
+        return self.head(x), features
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """Non-saturating GAN loss of the discriminator."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    return F.softplus(-fake_logits).mean()
+
+
+def feature_matching_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
+    return sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(real, fake)) / len(real)
+
+
+def coarse_mse(prediction: torch.Tensor, target: torch.Tensor, factor: int = 4) -> torch.Tensor:
+    """MSE of the residual averaged over factor x factor blocks: the part texture must not change."""
+    return F.mse_loss(F.avg_pool2d(prediction, factor), F.avg_pool2d(target, factor))
+
+
+def adaptive_weight(reconstruction: torch.Tensor, adversarial: torch.Tensor, last_layer: torch.Tensor) -> torch.Tensor:
+    """||grad reconstruction|| / ||grad adversarial|| at `last_layer`, clamped, without a gradient itself."""
+    rec = torch.autograd.grad(reconstruction, last_layer, retain_graph=True)[0]
+    adv = torch.autograd.grad(adversarial, last_layer, retain_graph=True)[0]
+    return (rec.norm() / (adv.norm() + 1e-4)).clamp(0.0, 1e4).detach()

@@ -5,8 +5,10 @@
 
 Rows: JPEG (Pillow, 4:2:0; greyscale images as greyscale JPEG), DIRAC-1, DIRAC-1
 consistent (projected onto the file's quantization constraint set), and DIRAC-n for
-n = 4, 10, 20: early stops of one 20-step trajectory, so each image is sampled once.
-Metrics: bpp, PSNR (RGB), PSNR-B, MS-SSIM, and SWD (sliced Wasserstein distance
+n in 2, 4, 10, 20 up to the model's schedule length (and that length): early stops of one
+trajectory, so each image is sampled once.
+Metrics: bpp, PSNR (RGB), PSNR-B, MS-SSIM, SSIMULACRA2, the fine-band energy against the
+original's (hf-energy-ratio, 1.0 = as much fine detail), and SWD (sliced Wasserstein distance
 between Laplacian-pyramid patch sets of originals and outputs; lower is more real).
 The realism default is the n with the lowest mean SWD over qualities 5-20 among those
 whose PSNR is not below JPEG's at any of them; --set-default writes it to the bundle.
@@ -35,8 +37,12 @@ from enhance.enhancers.dirac import DiracConfig
 from enhance.metrics import FULL_REFERENCE, swd
 from enhance.image import find_images
 
-METRICS = ("psnr-rgb", "psnr-b", "ms-ssim-rgb")
-REALISM_CANDIDATES = (4, 10, 20)
+METRICS = ("psnr-rgb", "psnr-b", "ms-ssim-rgb", "ssimulacra2", "hf-energy-ratio")
+
+
+def realism_candidates(schedule_steps: int) -> list[int]:
+    """The early stops compared as realism settings: 2, 4, 10 and 20 where the schedule has them, and its last step."""
+    return sorted(({n for n in (2, 4, 10, 20) if n < schedule_steps} | {schedule_steps}) - {1})
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:
@@ -60,8 +66,9 @@ def main() -> None:
     enhancer = load_dirac("jpeg", bundle=bundle)
     paths = find_images(args.data)[: args.limit]
     originals = [Image.open(p) for p in paths]
-    stops = sorted({1, *REALISM_CANDIDATES})
-    rows = ["jpeg", "dirac-1", "dirac-1-consistent"] + [f"dirac-{n}" for n in REALISM_CANDIDATES]
+    candidates_n = realism_candidates(enhancer.pipeline.config.schedule.schedule_steps)
+    stops = sorted({1, *candidates_n})
+    rows = ["jpeg", "dirac-1", "dirac-1-consistent"] + [f"dirac-{n}" for n in candidates_n]
     results = {}
     for quality in args.qualities:
         per_row = {row: {m: [] for m in METRICS} for row in rows}
@@ -85,7 +92,7 @@ def main() -> None:
             consistent = project_to_jpeg(trajectory[1], data)
             seconds["consistency"].append(time.perf_counter() - start)
             candidates = {"jpeg": decoded, "dirac-1": trajectory[1], "dirac-1-consistent": consistent}
-            candidates.update({f"dirac-{n}": trajectory[n] for n in REALISM_CANDIDATES})
+            candidates.update({f"dirac-{n}": trajectory[n] for n in candidates_n})
             references.append(reference)
             for row, output in candidates.items():
                 outputs[row].append(output)
@@ -104,7 +111,7 @@ def main() -> None:
 
     fidelity_qualities = [q for q in args.qualities if 5 <= q <= 20]
     eligible = [
-        n for n in REALISM_CANDIDATES
+        n for n in candidates_n
         if all(results[str(q)]["rows"][f"dirac-{n}"]["psnr-rgb"] >= results[str(q)]["rows"]["jpeg"]["psnr-rgb"] for q in fidelity_qualities)
     ]
     chosen = min(eligible, key=lambda n: np.mean([results[str(q)]["rows"][f"dirac-{n}"]["swd"] for q in fidelity_qualities]), default=1)
@@ -129,12 +136,13 @@ def main() -> None:
 
 
 def markdown_table(results: dict, rows: list[str]) -> str:
-    lines = ["| q | row | bpp | PSNR dB | PSNR-B dB | MS-SSIM | SWD |", "|---|---|---|---|---|---|---|"]
+    lines = ["| q | row | bpp | PSNR dB | PSNR-B dB | MS-SSIM | SSIMULACRA2 | fine energy | SWD |", "|---|---|---|---|---|---|---|---|---|"]
     for quality, result in results.items():
         for row in rows:
             r = result["rows"][row]
             lines.append(
-                f"| {quality} | {row} | {r['bpp']:.3f} | {r['psnr-rgb']:.2f} | {r['psnr-b']:.2f} | {r['ms-ssim-rgb']:.4f} | {r['swd']:.3f} |"
+                f"| {quality} | {row} | {r['bpp']:.3f} | {r['psnr-rgb']:.2f} | {r['psnr-b']:.2f} | {r['ms-ssim-rgb']:.4f} "
+                f"| {r['ssimulacra2']:.2f} | {r['hf-energy-ratio']:.2f} | {r['swd']:.3f} |"
             )
     return "\n".join(lines)
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enhance.compute import autocast
 from enhance.errors import EnhanceError, WeightsError
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
-from enhance.compute import autocast
     bundle_folder, bundled_autoencoder, default_device, image_latent, rate_level, step_count, weights_available,
 )
 

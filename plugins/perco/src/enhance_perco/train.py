@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from enhance.compute import autocast
 from enhance.priors import LatentPrior
 from enhance.train.latent_request import PriorCodecTaskOptions
 from enhance.train.latents import LatentCropSampler
 from enhance.train.prior import min_snr_loss
 from enhance.train.trainer import atomic_save
-from enhance.compute import autocast
 
 from .codec import _EncoderSide
 from .config import PercoConfig

@@ -406,6 +406,8 @@ def test_adversarial_training_samples_in_fewer_steps_and_resumes_its_discriminat
     assert restored and all(torch.equal(restored[0][k[5:]], v) for k, v in saved.items())
     enhancer = load_dirac("jpeg", bundle=bundle)
     assert enhancer.enhance(natural_image(33, 47), rate=10, steps=4).shape == (33, 47, 3)
+    with pytest.raises(EnhanceError, match="batch of at least 2"):
+        train(replace(options, out=tmp_path / "alone", batch=1))
     with pytest.raises(EnhanceError, match="cannot sample in 3 steps"):
         train(replace(options, out=tmp_path / "odd", schedule_steps=3))
 

@@ -166,6 +166,8 @@ class DiracTask:
         if options.schedule_steps is not None:
             self.dirac = _with_schedule_steps(self.dirac, options.schedule_steps)
         self.config = self.dirac.to_dict()
+        if options.adversarial and options.batch < 2:
+            raise EnhanceError(f"adversarial training needs a batch of at least 2 (a fidelity and a realism sample), not {options.batch}")
         self.adversary = _Adversary(options, self.dirac) if options.adversarial else None
         degradation = DEGRADATIONS[options.codec]()
         log(f"loading training images from {', '.join(map(str, options.data))}")
@@ -231,7 +233,8 @@ class DiracTask:
         """x0 MSE at the first step for a share of the batch (the fidelity end); for the rest, the
         prediction at a later step of the model's own sampling trajectory, judged by the discriminator."""
         n = residual.shape[0]
-        n_fidelity = round(n * self.options.adversarial.fidelity_share)
+        # At least one sample of each kind, whatever the batch and share.
+        n_fidelity = min(n - 1, max(1, round(n * self.options.adversarial.fidelity_share)))
         start = torch.randn_like(residual) * self.schedule.initial_noise_scale()
         first = torch.full((n,), self.t_first, device=residual.device)
         rate_of = lambda part: None if rate_input is None else rate_input[part]  # noqa: E731

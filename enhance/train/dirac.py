@@ -22,7 +22,7 @@ from safetensors.torch import save as safetensors_bytes
 
 from ..enhancers.dirac.config import DiracConfig
 from ..enhancers.dirac.model import DiracUNet, DiracUNetConfig
-from ..enhancers.dirac.pipeline import DiracPipeline, load_state_dict_strict
+from ..enhancers.dirac.pipeline import DiracPipeline, clip_range, load_state_dict_strict
 from ..enhancers.dirac.scheduler import LateStartDDIM
 from ..errors import EnhanceError
 from ..image import find_images, write_atomic
@@ -252,24 +252,17 @@ class DiracTask:
 
     def _trajectory(self, model, sample, x_hat, rate_input, rates, steps: int) -> torch.Tensor:
         """The x0 prediction at step `steps` of the sampling trajectory from `sample`; earlier steps without gradients."""
-        low, high = self._clip_ranges(rates, sample.device)
+        clip = clip_range(self.dirac, list(rates), sample.device)
         timesteps = self.schedule.timesteps[:steps]
         with torch.no_grad():
             for timestep in timesteps[:-1]:
                 t = torch.full((sample.shape[0],), int(timestep), device=sample.device)
-                prediction = torch.maximum(torch.minimum(_call(model, sample, x_hat, t, rate_input), high), low)
+                prediction = _call(model, sample, x_hat, t, rate_input)
+                if clip is not None:
+                    prediction = prediction.clamp(*clip)
                 sample = self.schedule.step(prediction, timestep, sample)
         t = torch.full((sample.shape[0],), int(timesteps[-1]), device=sample.device)
         return _call(model, sample, x_hat, t, rate_input)
-
-    def _clip_ranges(self, rates, device) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sample clipping of predictions, as sampling does (no clipping without thresholds)."""
-        if self.dirac.thresholds is None:
-            infinite = torch.full((1, 1, 1, 1), float("inf"), device=device)
-            return -infinite, infinite
-        low, high = zip(*(self.dirac.thresholds.at(float(r)) for r in rates))
-        as_tensor = lambda v: torch.tensor(np.array(v), dtype=torch.float32, device=device)[:, :, None, None]  # noqa: E731
-        return as_tensor(low), as_tensor(high)
 
     def extra_state(self) -> dict[str, torch.Tensor]:
         return {} if self.adversary is None else self.adversary.state()

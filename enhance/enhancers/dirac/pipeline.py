@@ -18,6 +18,19 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def clip_range(config: DiracConfig, rates: list[float | None], device) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Per-sample, per-channel bounds (N x C x 1 x 1) for x0 predictions; None without thresholds.
+
+    Sampling passes one rate, training one per sample of its batch.
+    """
+    thresholds = config.thresholds
+    if thresholds is None:
+        return None
+    # With no rate known, the widest measured range is the safe choice.
+    widest = np.min(np.asarray(thresholds.lower), axis=0), np.max(np.asarray(thresholds.upper), axis=0)
+    lower, upper = zip(*(widest if rate is None else thresholds.at(float(rate)) for rate in rates))
+    as_tensor = lambda v: torch.tensor(np.array(v), dtype=torch.float32, device=device)[:, :, None, None]  # noqa: E731
+    return as_tensor(lower), as_tensor(upper)
 
 
 def load_state_dict_strict(model: torch.nn.Module, path: Path, *, new_modules: tuple[str, ...] = ()) -> None:
@@ -56,19 +69,6 @@ class DiracPipeline:
             raise ValueError(f"steps must lie in 1..{limit} for this model")
         return steps
 
-    def _clip_range(self, rate: float | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-        thresholds = self.config.thresholds
-        if thresholds is None:
-            return None
-        if rate is None:
-            # With no rate known, the widest measured range is the safe choice.
-            lower = np.min(np.asarray(thresholds.lower), axis=0)
-            upper = np.max(np.asarray(thresholds.upper), axis=0)
-        else:
-            lower, upper = thresholds.at(rate)
-        as_tensor = lambda v: torch.tensor(v, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
-        return as_tensor(lower), as_tensor(upper)
-
     def residual(self, decoded: torch.Tensor, noise: torch.Tensor, rate: float | None, steps: int) -> torch.Tensor:
         """Predicted residual (image units, [-1, 1] scale) for decoded images in [-1, 1].
 
@@ -101,7 +101,7 @@ class DiracPipeline:
         rate_input = None
         if cfg.rate is not None:
             rate_input = torch.full((batch,), cfg.rate.normalise(rate), device=self.device)
-        clip = self._clip_range(rate)
+        clip = clip_range(cfg, [rate], self.device)
         decoded = decoded.to(self.device, self.dtype).contiguous(memory_format=torch.channels_last)
         sample = noise.to(self.device, torch.float32) * self.schedule.initial_noise_scale()
         results = {}
@@ -110,7 +110,7 @@ class DiracPipeline:
             model_input = sample.to(self.dtype).contiguous(memory_format=torch.channels_last)
             prediction = self.model(model_input, decoded, t, rate_input).float()
             if clip is not None:
-                prediction = torch.maximum(torch.minimum(prediction, clip[1]), clip[0])
+                prediction = prediction.clamp(*clip)
             if index in stops:
                 results[index] = prediction / cfg.residual_scale
             if index < max(stops):

@@ -3,8 +3,9 @@
 #
 #   run(command="bash tools/device_train.sh MODEL MINUTES [train-latent options]", carry=[".device"], timeout_s=600)
 #
-# after `tools/device_pack.py` here. MODEL is prior, latent-diffusion or perco; it starts from the
-# committed weights (--init-from; add --prior for the codecs as on the CPU) and brings the EMA
+# after `tools/device_pack.py --for latent` (MODEL prior, latent-diffusion or perco) or
+# `tools/device_pack.py --for dirac` (MODEL dirac: `enhance train --codec jpeg`) here. Pass the
+# committed weights as --init-from (add --prior for the codecs as on the CPU); it brings the EMA
 # bundle back through $OUT (weights and configs; the optimiser state stays there, so resume here
 # with --init-from OUT_BUNDLE). bf16 autocast is the Trainer's default on every device.
 set -euo pipefail
@@ -13,8 +14,13 @@ shift 2
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .device/wheels/*.whl
 export PYTHONPATH=/tmp/site PYTHONUNBUFFERED=1
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available())"
-python3 -c "from enhance.cli import main; main()" train-latent "$model" --data .device/data/train --val .device/data/val \
-  --cache /tmp/latents --out /tmp/run --minutes "$minutes" --device "${DEVICE:-cuda}" "$@" 2>&1 | tee "$OUT/train.log"
+if [ "$model" = dirac ]; then
+  command=(train --codec jpeg)
+else
+  command=(train-latent "$model" --cache /tmp/latents)
+fi
+python3 -c "from enhance.cli import main; main()" "${command[@]}" --data .device/data/train --val .device/data/val \
+  --out /tmp/run --minutes "$minutes" --device "${DEVICE:-cuda}" "$@" 2>&1 | tee "$OUT/train.log"
 cp /tmp/run/train.jsonl "$OUT/"
 # $OUT brings back files at most two folders down: the bundle's own layout (e.g. unet/config.json) fits.
 cp -r /tmp/run/bundle "$OUT/bundle"

@@ -200,6 +200,9 @@ def train(
         False, "--adversarial", help="Train the steps after the first against a patch discriminator (the realism end).",
     ),
     adversarial_weight: float = typer.Option(0.5, "--adversarial-weight", help="Scale of the adaptive adversarial weight."),
+    fine_mse_weight: float = typer.Option(
+        0.25, "--fine-mse-weight", help="Weight of the full-band MSE beside the coarse one in the realism steps (lower: more texture).",
+    ),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
@@ -213,7 +216,7 @@ def train(
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
-        schedule_steps=schedule_steps, adversarial=AdversarialOptions(weight=adversarial_weight) if adversarial else None,
+        schedule_steps=schedule_steps, adversarial=AdversarialOptions(weight=adversarial_weight, fine_mse_weight=fine_mse_weight) if adversarial else None,
     )
     bundle = run_training(options, log=typer.echo)
     typer.echo(f"bundle: {bundle}")

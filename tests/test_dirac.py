@@ -443,3 +443,19 @@ def test_the_discriminator_tells_fine_texture_from_its_absence_within_a_few_step
         loss.backward()
         optimizer.step()
     assert loss.item() < 1.0, loss.item()  # ln 4 = 1.386 is chance
+
+
+def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo_folder, tmp_path):
+    from typer.testing import CliRunner
+
+    from enhance.cli import app
+    from enhance.train.adversarial import AdversarialOptions
+
+    received = []
+    monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)
+    arguments = ["train", "--data", str(photo_folder), "--out", str(tmp_path / "run"), "--schedule-steps", "4"]
+    realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1"]
+    assert CliRunner().invoke(app, arguments + realism).exit_code == 0
+    assert CliRunner().invoke(app, arguments).exit_code == 0
+    assert received[0].adversarial == AdversarialOptions(weight=0.7, fine_mse_weight=0.1)
+    assert received[1].adversarial is None and received[1].schedule_steps == 4

@@ -125,14 +125,46 @@ def main() -> None:
         "chosen_default_steps": chosen,
         "results": results,
     }
+    report["targets"] = issue_targets(results, chosen)
     print(markdown_table(results, rows))
     print(f"realism default: {chosen} steps (lowest mean SWD at q5-20 with PSNR >= JPEG)")
+    for name, verdict in report["targets"].items():
+        print(f"{name}: {verdict}")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     if args.set_default:
         config_path = Path(bundle) / "config.json"
         replace(DiracConfig.load(config_path), default_steps=chosen).save(config_path)
+
+
+def issue_targets(results: dict, realism_steps: int) -> dict[str, str]:
+    """The realism and fidelity targets (issue 12), each with the measured value and whether it is met."""
+    targets = {}
+    for quality in ("5", "10", "20"):
+        if quality not in results or realism_steps == 1:
+            continue
+        rows = results[quality]["rows"]
+        jpeg, realism = rows["jpeg"], rows[f"dirac-{realism_steps}"]
+        checks = {
+            "SWD >= 25% below JPEG's": realism["swd"] <= 0.75 * jpeg["swd"],
+            "PSNR not below JPEG's": realism["psnr-rgb"] >= jpeg["psnr-rgb"],
+            "fine energy 0.85-1.15": 0.85 <= realism["hf-energy-ratio"] <= 1.15,
+            "SSIMULACRA2 not below JPEG's": realism["ssimulacra2"] >= jpeg["ssimulacra2"],
+        }
+        values = (
+            f"SWD {realism['swd']:.2f} vs {jpeg['swd']:.2f} ({realism['swd'] / jpeg['swd'] - 1:+.0%}), "
+            f"PSNR {realism['psnr-rgb']:.2f} vs {jpeg['psnr-rgb']:.2f}, fine energy {realism['hf-energy-ratio']:.2f}, "
+            f"SSIMULACRA2 {realism['ssimulacra2']:.2f} vs {jpeg['ssimulacra2']:.2f}"
+        )
+        failed = [name for name, ok in checks.items() if not ok]
+        targets[f"realism q{quality}"] = values + ("; met" if not failed else "; not met: " + ", ".join(failed))
+    for quality, gain in (("10", 1.8), ("40", 1.5)):
+        if quality in results:
+            rows = results[quality]["rows"]
+            measured = rows["dirac-1"]["psnr-rgb"] - rows["jpeg"]["psnr-rgb"]
+            targets[f"fidelity q{quality}"] = f"DIRAC-1 {measured:+.2f} dB (target +{gain}); {'met' if measured >= gain else 'not met'}"
+    return targets
 
 
 def markdown_table(results: dict, rows: list[str]) -> str:

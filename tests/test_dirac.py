@@ -459,3 +459,23 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     assert CliRunner().invoke(app, arguments).exit_code == 0
     assert received[0].adversarial == AdversarialOptions(weight=0.7, fine_mse_weight=0.1)
     assert received[1].adversarial is None and received[1].schedule_steps == 4
+
+
+def test_the_texture_energy_term_measures_the_fine_band_as_the_metric_does_and_where_it_is():
+    from enhance.metrics.detail import hf_energy_ratio
+    from enhance.train.adversarial import fine_band, texture_energy_loss
+
+    original = natural_image(64, 96)
+    blurred = np.asarray(Image.fromarray(original).resize((48, 32)).resize((96, 64), Image.Resampling.BICUBIC))
+    unit = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float().div(127.5).sub(1)  # noqa: E731
+    energy = lambda a: float((fine_band(unit(a)) ** 2).sum())  # noqa: E731
+    assert energy(blurred) / energy(original) == pytest.approx(hf_energy_ratio(original, blurred), rel=1e-3)
+    assert texture_energy_loss(unit(original), unit(original)).item() == pytest.approx(0.0, abs=1e-6)
+    # Texture where the original has none is as wrong as none where it has some.
+    texture = 0.2 * torch.randn(1, 3, 32, 64, generator=torch.Generator().manual_seed(0))
+    flat = torch.zeros(1, 3, 32, 64)
+    textured_right = torch.cat([flat[..., :32], texture[..., 32:]], dim=3)
+    textured_left = torch.cat([texture[..., :32], flat[..., 32:]], dim=3)
+    missing = texture_energy_loss(flat, textured_right)
+    assert missing > 0.02
+    assert texture_energy_loss(textured_left, textured_right) == pytest.approx(2 * missing.item(), rel=0.1)

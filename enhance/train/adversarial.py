@@ -41,6 +41,10 @@ class AdversarialOptions:
     # Weight of feature matching (L1 between the discriminator's features of the original
     # and of the output): a paired, learned perceptual term.
     feature_matching: float = 1.0
+    # Weight of the local fine-band energy term (`texture_energy_loss`): the output's texture
+    # as strong as the original's, where the original has it. Without it, 1,750 steps of the
+    # discriminator alone moved the fine-band energy at q10 only from 0.63 to 0.67 of the original's.
+    energy_weight: float = 1.0
     lr: float = 1e-4
     # Samples of each batch trained at the first step with plain MSE (the fidelity end).
     fidelity_share: float = 0.25
@@ -87,6 +91,38 @@ def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
 
 def feature_matching_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) -> torch.Tensor:
     return sum(F.l1_loss(f.float(), r.detach().float()) for r, f in zip(real, fake)) / len(real)
+
+
+LUMA = (0.299, 0.587, 0.114)
+BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+def _binomial(planes: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
+    """The 5x5 binomial smoothing of `enhance.metrics.pyramid` (mirrored borders), on N x 1 x H x W."""
+    kernel = torch.tensor(BINOMIAL_5, dtype=planes.dtype, device=planes.device) / 16.0
+    kernel = torch.outer(kernel, kernel)[None, None] * gain
+    return F.conv2d(F.pad(planes, (2, 2, 2, 2), mode="reflect"), kernel)
+
+
+def fine_band(images: torch.Tensor) -> torch.Tensor:
+    """Luma minus pyrUp(pyrDown(luma)): the finest Laplacian band, as `hf_energy_ratio` measures it."""
+    weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
+    luma = (images * weights).sum(dim=1, keepdim=True) if images.shape[1] == 3 else images
+    down = _binomial(luma)[..., ::2, ::2]
+    up = torch.zeros_like(luma)
+    up[..., ::2, ::2] = down
+    return luma - _binomial(up, gain=4.0)
+
+
+def texture_energy_loss(output: torch.Tensor, original: torch.Tensor, window: int = 8) -> torch.Tensor:
+    """L1 between the local RMS of the fine band of output and original, over `window`-pixel squares.
+
+    Phase-free: it asks for texture as strong as the original's in each square, not for its
+    exact pixels (which the decoded image no longer determines). What that texture looks
+    like is left to the discriminator; alone this term would be met by noise.
+    """
+    rms = lambda images: F.avg_pool2d(fine_band(images.float()) ** 2, window).add(1e-8).sqrt()  # noqa: E731
+    return F.l1_loss(rms(output), rms(original))
 
 
 def coarse_mse(prediction: torch.Tensor, target: torch.Tensor, factor: int = 4) -> torch.Tensor:

@@ -36,6 +36,7 @@ from .adversarial import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    texture_energy_loss,
 )
 from .data import DEGRADATIONS, CropSampler, load_rgb
 from .trainer import Trainer, TrainerOptions, adam_tensors, restore_adam
@@ -320,13 +321,19 @@ class _Adversary:
         self.optimizer.step()
         disc.requires_grad_(False)
         fake_logits, fake_features = disc(output, x_hat)
-        reconstruction = coarse_mse(prediction, residual) + self.options.fine_mse_weight * torch.mean((prediction - residual) ** 2)
+        reconstruction = (
+            coarse_mse(prediction, residual)
+            + self.options.fine_mse_weight * torch.mean((prediction - residual) ** 2)
+            # In the residual's scaled units, as the two MSE terms are.
+            + self.options.energy_weight * scale * texture_energy_loss(output, original)
+        )
         adversarial = generator_loss(fake_logits.float()) + self.options.feature_matching * feature_matching_loss(real_features, fake_features)
         last = (model.refiner.conv2 if model.refiner is not None else model.head).weight
         weight = self.options.weight * adaptive_weight(reconstruction, adversarial, last)
         return {
             "total": reconstruction + weight * adversarial,
             "reconstruction": reconstruction.item(), "adversarial": adversarial.item(),
+            "energy": texture_energy_loss(output.detach(), original).item(),
             "adaptive_weight": weight.item(), "d_loss": d_loss.item(),
             "d_real": real_logits.float().mean().item(), "d_fake": fake_logits.float().mean().item(),
         }

@@ -104,25 +104,41 @@ def _binomial(planes: torch.Tensor, gain: float = 1.0) -> torch.Tensor:
     return F.conv2d(F.pad(planes, (2, 2, 2, 2), mode="reflect"), kernel)
 
 
-def fine_band(images: torch.Tensor) -> torch.Tensor:
-    """Luma minus pyrUp(pyrDown(luma)): the finest Laplacian band, as `hf_energy_ratio` measures it."""
+def _luma(images: torch.Tensor) -> torch.Tensor:
     weights = torch.tensor(LUMA, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
-    luma = (images * weights).sum(dim=1, keepdim=True) if images.shape[1] == 3 else images
+    return (images * weights).sum(dim=1, keepdim=True) if images.shape[1] == 3 else images
+
+
+def _band_and_down(luma: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(luma minus pyrUp(pyrDown(luma)), pyrDown(luma)): one Laplacian level and the next Gaussian one."""
     down = _binomial(luma)[..., ::2, ::2]
     up = torch.zeros_like(luma)
     up[..., ::2, ::2] = down
-    return luma - _binomial(up, gain=4.0)
+    return luma - _binomial(up, gain=4.0), down
 
 
-def texture_energy_loss(output: torch.Tensor, original: torch.Tensor, window: int = 8) -> torch.Tensor:
-    """L1 between the local RMS of the fine band of output and original, over `window`-pixel squares.
+def fine_band(images: torch.Tensor) -> torch.Tensor:
+    """The finest Laplacian band of the luma, as `hf_energy_ratio` measures it."""
+    return _band_and_down(_luma(images))[0]
+
+
+def texture_energy_loss(output: torch.Tensor, original: torch.Tensor, window: int = 8, levels: int = 2) -> torch.Tensor:
+    """L1 between the local RMS of the output's and the original's Laplacian bands, over
+    `window`-sample squares of each of the `levels` finest bands, summed over the bands.
 
     Phase-free: it asks for texture as strong as the original's in each square, not for its
     exact pixels (which the decoded image no longer determines). What that texture looks
-    like is left to the discriminator; alone this term would be met by noise.
+    like is left to the discriminator; alone this term would be met by noise. Two bands,
+    because with the finest alone the outputs were still smoother than JPEG at half
+    resolution (SWD of that pyramid level 34.1 against JPEG's 30.0, q10).
     """
-    rms = lambda images: F.avg_pool2d(fine_band(images.float()) ** 2, window).add(1e-8).sqrt()  # noqa: E731
-    return F.l1_loss(rms(output), rms(original))
+    rms = lambda band: F.avg_pool2d(band**2, window).add(1e-8).sqrt()  # noqa: E731
+    output, original = _luma(output.float()), _luma(original.float())
+    loss = output.new_zeros(())
+    for _ in range(levels):
+        (band_out, output), (band_orig, original) = _band_and_down(output), _band_and_down(original)
+        loss = loss + F.l1_loss(rms(band_out), rms(band_orig))
+    return loss
 
 
 def coarse_mse(prediction: torch.Tensor, target: torch.Tensor, factor: int = 4) -> torch.Tensor:

@@ -321,11 +321,12 @@ class _Adversary:
         self.optimizer.step()
         disc.requires_grad_(False)
         fake_logits, fake_features = disc(output, x_hat)
+        energy = texture_energy_loss(output, original)
         reconstruction = (
             coarse_mse(prediction, residual)
             + self.options.fine_mse_weight * torch.mean((prediction - residual) ** 2)
             # In the residual's scaled units, as the two MSE terms are.
-            + self.options.energy_weight * scale * texture_energy_loss(output, original)
+            + self.options.energy_weight * scale * energy
         )
         adversarial = generator_loss(fake_logits.float()) + self.options.feature_matching * feature_matching_loss(real_features, fake_features)
         last = (model.refiner.conv2 if model.refiner is not None else model.head).weight
@@ -333,7 +334,7 @@ class _Adversary:
         return {
             "total": reconstruction + weight * adversarial,
             "reconstruction": reconstruction.item(), "adversarial": adversarial.item(),
-            "energy": texture_energy_loss(output.detach(), original).item(),
+            "energy": energy.item(),
             "adaptive_weight": weight.item(), "d_loss": d_loss.item(),
             "d_real": real_logits.float().mean().item(), "d_fake": fake_logits.float().mean().item(),
         }

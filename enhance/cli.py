@@ -336,7 +336,7 @@ def train_latent(
         val_files=cached_latents(val or [], cache.with_name(cache.name + "-val"), autoencoder, log=typer.echo),
         autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from,
     )
-    options = TrainerOptions(out=out, steps=steps, minutes=minutes, lr=lr, device=device, seed=seed)
+    options = TrainerOptions(out=out, steps=steps, minutes=minutes, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed)
     typer.echo(f"bundle: {train_latent_model(model, request, options, log=typer.echo)}")
 
 

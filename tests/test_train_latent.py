@@ -36,8 +36,10 @@ def test_prior_trains_from_images_and_resumes(tmp_path, monkeypatch):
     out = tmp_path / "runs" / "prior"
     arguments = ["train-latent", "prior", "--data", str(tmp_path / "data"), "--val", str(tmp_path / "val"),
                  "--out", str(out), "--crop", "4", "--batch", "2"]
-    result = CliRunner().invoke(app, [*arguments, "--steps", "2"])
+    result = CliRunner().invoke(app, [*arguments, "--steps", "2", "--val-every", "1"])
     assert result.exit_code == 0, result.output
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "val" in r] == [1, 2]  # --val-every reaches the trainer
     cache = tmp_path / "runs" / "latents-taef2"
     assert len(list(cache.glob("*.safetensors"))) == 3
     mtimes = {p: p.stat().st_mtime_ns for p in cache.glob("*.safetensors")}

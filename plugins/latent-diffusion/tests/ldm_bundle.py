@@ -16,11 +16,13 @@ def make_bundle(directory: Path, levels: int = 6, seed: int = 0) -> Path:
     torch.manual_seed(seed)
     bundle_folder_with_taef2(directory)
     tiny_prior().save_pretrained(directory / "prior-taef2")
-    config = CodecConfig(lambdas=[0.5 * 2**k for k in range(levels)], hyper_channels=8, hyper_width=16, gamma_width=8, embed_dim=4)
+    config = CodecConfig(
+        lambdas=[0.5 * 2**k for k in range(levels)], code_channels=16, transform_width=16, hyper_channels=8, hyper_width=16, gamma_width=8, embed_dim=4,
+    )
     model = LatentDiffusionCodecModel(config)
     with torch.no_grad():
         # As a trained model has: a coarser step at lower levels.
-        model.base_log_step.copy_(torch.linspace(3, -1, levels).view(-1, 1).expand(levels, config.latent_channels))
+        model.base_log_step.copy_(torch.linspace(-1, -6, levels).view(-1, 1).expand(levels, config.code_channels))
     model.hyperprior.density.freeze_tables()
     config.save(directory / "codec.json")
     atomic_save(dict(model.state_dict()), directory / "model.safetensors", {"format": "test"})

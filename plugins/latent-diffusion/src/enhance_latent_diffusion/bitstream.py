@@ -1,10 +1,11 @@
-"""The codec's payload (inside the enhance container), version 1::
+"""The codec's payload (inside the enhance container), version 2::
 
-    version        1 byte   1
+    version        1 byte   2 (version 1 coded the latent itself, without the transform)
     height, width  varints  1 .. MAX_SIDE pixels
     level          1 byte   rate level, 0-based
     timestep code  1 byte   the receiver starts denoising at timestep 4 * code
-    step offsets   C/2 bytes, two signed 4-bit offsets a byte (channel 2i in the high nibble)
+    step offsets   G/2 bytes (one offset for each group of code channels), two signed 4-bit
+                   offsets a byte (offset 2i in the high nibble)
     strings        enhance.entropy framing: count 2, hyper-latent string, latent string
 
 Nothing else: no pickle, no names that select code.
@@ -20,7 +21,7 @@ from enhance.entropy import pack_strings, unpack_strings
 from enhance.errors import BadInput
 from enhance.framing import ByteReader, ByteWriter
 
-VERSION = 1
+VERSION = 2
 MAX_SIDE = 1 << 16
 TIMESTEP_UNIT = 4
 
@@ -31,7 +32,7 @@ class Payload:
     width: int
     level: int
     timestep_code: int
-    offsets: np.ndarray  # int8, one per latent channel, -8..7
+    offsets: np.ndarray  # int8, one per group of code channels, -8..7
     strings: list[bytes]
 
 
@@ -58,7 +59,7 @@ def write(payload: Payload) -> bytes:
     return pack_strings(payload.strings, writer)
 
 
-def read(data: bytes, *, channels: int, levels: int, max_pixels: int) -> Payload:
+def read(data: bytes, *, offset_count: int, levels: int, max_pixels: int) -> Payload:
     """Parses and checks a payload; anything malformed raises BadInput naming the field."""
     reader = ByteReader(data, "latent-diffusion payload")
     version = reader.u8("version")
@@ -72,7 +73,7 @@ def read(data: bytes, *, channels: int, levels: int, max_pixels: int) -> Payload
     if level >= levels:
         raise BadInput(f"latent-diffusion payload: rate level {level + 1} is not one of this model's 1..{levels}")
     timestep_code = reader.u8("timestep")
-    offsets = _unpack_nibbles(bytes(reader.u8("step offsets") for _ in range(channels // 2)))
+    offsets = _unpack_nibbles(bytes(reader.u8("step offsets") for _ in range(offset_count // 2)))
     strings = unpack_strings(reader, 2)
     reader.end()
     return Payload(height, width, level, timestep_code, offsets, strings)

@@ -1,11 +1,13 @@
 """`LatentDiffusionCodec`: Relic et al.'s codec as an enhance full codec.
 
-Sender: latent z = E(x), normalised by the prior's statistics; per-channel steps gamma
-(rate level plus a predicted offset); y = z / gamma rounded and coded with a hyperprior; the
-timestep whose noise level matches the quantization error it measured goes in the header.
-Receiver: z_hat = y_hat * gamma, taken as the diffusion state at that timestep (scaled by
-sqrt(alpha_t)), denoised by the frozen prior in `steps` DDIM steps (at most 100 of its 1000),
-decoded by E's decoder. `steps=0` is the naive decode (no diffusion), the paper's baseline.
+Sender: latent z = E(x), normalised by the prior's statistics; a learned analysis transform
+to a code at half the latent's resolution; per-channel steps gamma (rate level plus a
+predicted offset); code / gamma rounded and coded with a hyperprior; the timestep whose noise
+level matches the latent error it measured goes in the header.
+Receiver: the code dequantised and mapped back to a latent by the synthesis transform, taken
+as the diffusion state at that timestep (scaled by sqrt(alpha_t)), denoised by the frozen
+prior in `steps` DDIM steps (at most 100 of its 1000), decoded by E's decoder. `steps=0` is
+the naive decode (no diffusion), the paper's baseline.
 """
 
 from __future__ import annotations
@@ -24,8 +26,8 @@ from enhance.latent.full_codec import (
 )
 
 from . import bitstream
-from .config import CodecConfig
-from .model import LatentDiffusionCodecModel
+from .config import OFFSET_GROUP, CodecConfig
+from .model import CODE_FACTOR, LatentDiffusionCodecModel
 
 BUNDLE = "latent-diffusion"
 MAX_STEPS = 100  # 10% of the prior's 1000-step schedule
@@ -57,11 +59,13 @@ class LatentDiffusionCodec:
         level = rate_level(rate, config.levels, "latent-diffusion")
         with torch.no_grad():
             latent = prior.normalise(image_latent(image, autoencoder, self._device, max_side=bitstream.MAX_SIDE, what="latent-diffusion"))
+            code = model.transform.encode(latent)
             levels = torch.tensor([level], device=latent.device)
-            offsets = model.offsets(latent, levels)
+            offsets = model.offsets(code, levels)
             step = model.steps(levels, offsets)
-            compressed = model.hyperprior.compress(latent / step, model.embedding(levels))
-            error = (compressed["latent"] * step - latent).pow(2).mean().sqrt()
+            compressed = model.hyperprior.compress(code / step, model.embedding(levels))
+            reconstruction = model.transform.decode(compressed["latent"] * step, *latent.shape[-2:])
+            error = (reconstruction - latent).pow(2).mean().sqrt()
             timestep = int(prior.timestep_for_noise(config.noise_scale * error)[0])
         payload = bitstream.Payload(
             height=image.shape[0],
@@ -76,7 +80,7 @@ class LatentDiffusionCodec:
     def decode(self, data: bytes, *, steps: int | None = None, seed: int = 0) -> np.ndarray:
         config, model, autoencoder, prior = self._parts()
         steps = step_count(config.default_steps if steps is None else steps, 0, MAX_STEPS, "latent-diffusion")
-        payload = bitstream.read(data, channels=config.latent_channels, levels=config.levels, max_pixels=MAX_PIXELS)
+        payload = bitstream.read(data, offset_count=config.code_channels // OFFSET_GROUP, levels=config.levels, max_pixels=MAX_PIXELS)
         with torch.no_grad():
             latent = self._dequantize(payload, model, autoencoder.factor)
             if steps:
@@ -86,12 +90,13 @@ class LatentDiffusionCodec:
     # --- the two halves ------------------------------------------------------------------
     def _dequantize(self, payload: bitstream.Payload, model: LatentDiffusionCodecModel, factor: int) -> torch.Tensor:
         size = (math.ceil(payload.height / factor), math.ceil(payload.width / factor))
-        hyper_shape = (math.ceil(size[0] / 4), math.ceil(size[1] / 4))
+        code_size = (math.ceil(size[0] / CODE_FACTOR), math.ceil(size[1] / CODE_FACTOR))
+        hyper_shape = (math.ceil(code_size[0] / 4), math.ceil(code_size[1] / 4))
         levels = torch.tensor([payload.level], device=self._device)
         offsets = torch.from_numpy(payload.offsets.astype(np.float32)).to(self._device)[None]
         step = model.steps(levels, offsets)
-        quantized = model.hyperprior.decompress(payload.strings, hyper_shape, size, model.embedding(levels), what="latent-diffusion payload")
-        return quantized * step
+        quantized = model.hyperprior.decompress(payload.strings, hyper_shape, code_size, model.embedding(levels), what="latent-diffusion payload")
+        return model.transform.decode(quantized * step, *size)
 
     def _diffuse(self, latent, payload, steps, seed, prior, config) -> torch.Tensor:
         start = min(prior.num_timesteps - 1, payload.timestep_code * bitstream.TIMESTEP_UNIT)

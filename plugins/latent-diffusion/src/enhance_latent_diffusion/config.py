@@ -8,19 +8,23 @@ from dataclasses import dataclass, field
 from enhance.bundle_config import BundleConfig
 from enhance.errors import WeightsError
 
+OFFSET_GROUP = 1  # code channels sharing one step offset
+
 
 @dataclass
 class CodecConfig(BundleConfig):
     """`lambdas[k]` weighs latent MSE against bits per pixel at rate level k (1-based for users)."""
 
     FORMAT = "enhance.latent-diffusion-codec"
-    VERSION = 1
+    VERSION = 2
     WHAT = "codec"
 
     autoencoder: str = "taef2"
     prior: str = "prior-taef2"
-    lambdas: list[float] = field(default_factory=lambda: [0.015 * 2**k for k in range(8)])
+    lambdas: list[float] = field(default_factory=lambda: [round(0.06 * 2 ** (0.8 * k), 4) for k in range(8)])
     latent_channels: int = 32
+    code_channels: int = 64
+    transform_width: int = 128
     hyper_channels: int = 32
     hyper_width: int = 128
     embed_dim: int = 16
@@ -38,11 +42,11 @@ class CodecConfig(BundleConfig):
     def check(self, where: str) -> None:
         if not 2 <= self.levels <= 16 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.lambdas):
             raise WeightsError(f"{where}: lambdas must be 2 to 16 positive numbers")
-        for key in ("latent_channels", "hyper_channels", "hyper_width", "embed_dim", "gamma_width"):
+        for key in ("latent_channels", "code_channels", "transform_width", "hyper_channels", "hyper_width", "embed_dim", "gamma_width"):
             if not 1 <= getattr(self, key) <= 1024:
                 raise WeightsError(f"{where}: {key} must be from 1 to 1024")
-        if self.latent_channels % 2:
-            raise WeightsError(f"{where}: latent_channels must be even (step offsets are packed two per byte)")
+        if self.code_channels % (2 * OFFSET_GROUP):
+            raise WeightsError(f"{where}: code_channels must be a multiple of {2 * OFFSET_GROUP} (step offsets are packed two a byte)")
         if not (math.isfinite(self.noise_scale) and 0 < self.noise_scale <= 10 and 0 <= self.eta <= 1):
             raise WeightsError(f"{where}: noise_scale must be in (0, 10] and eta in [0, 1]")
         if not 0 <= self.default_steps <= 100:

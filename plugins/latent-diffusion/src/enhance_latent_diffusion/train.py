@@ -63,7 +63,7 @@ class CodecTask:
             bpp = bits / PIXELS_PER_POSITION
             lambdas = torch.tensor(model.config.lambdas, device=device)[levels]
             loss = (bpp + lambdas * mse).mean()
-        return loss, {"bpp": float(bpp.mean()), "mse": float(mse.mean())}
+        return loss, {"bpp": bpp.mean().detach().item(), "mse": mse.mean().detach().item()}
 
     @torch.no_grad()
     def validate(self, model: LatentDiffusionCodecModel) -> dict:

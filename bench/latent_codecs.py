@@ -4,7 +4,7 @@
         --codec latent-diffusion [--bundle latent-diffusion=DIR] [--steps latent-diffusion=0,default] \
         [--codec perco --bundle perco=DIR --steps perco=default,20] [--rates perco=1,2,3] \
         [--base jpeg,webp,avif,jxl] [--quality avif=0,2,5,...] [--ceiling | --ceiling-json FILE] \
-        [--work results/latent_codecs] [--repeats 3] [--no-timing] \
+        [--work results/latent_codecs] [--repeats 3] [--no-timing] [--images N] \
         --json bench/results/latent_codecs.json --markdown bench/results/latent_codecs.md \
         [--plot bench/results/latent_codecs.png]
 
@@ -12,7 +12,8 @@ Examples: the base codecs alone on val (no full codec): `bench/latent_codecs.py 
 issue 10's benchmark: `--codec latent-diffusion --ceiling` (its steps default to 0 and its
 default); issue 11's: `--codec perco --codec latent-diffusion --base avif,jxl`.
 
-DATASET defaults to ../shared/data/val. Every full codec runs at every rate level it has (or
+DATASET defaults to ../shared/data/val (`--images N`: N of its images, evenly spaced in name
+order, for a quick table; the document says so). Every full codec runs at every rate level it has (or
 `--rates NAME=...`) and at each of its `--steps` (`default` = the codec's own default, 0 = the
 naive decode); every base codec over a quality grid that reaches down to its lowest bpp (its
 lowest quality setting). The per-image work is `enhance compare`'s own (`enhance.comparison`:
@@ -165,7 +166,14 @@ class Curve:
     images: int = 0
 
 
-def run_codec(codec: str, options: dict, qualities: list, steps: list, roots, work_dir: Path, metrics: list[str], seed: int, notes: list[str], skipped: list, log) -> tuple[list[Curve], object]:
+def evenly(items: list, count: int | None) -> list:
+    """`count` of `items`, evenly spaced (all of them when count is None or not smaller)."""
+    if count is None or count >= len(items):
+        return items
+    return [items[i * len(items) // count] for i in range(count)]
+
+
+def run_codec(codec: str, options: dict, qualities: list, steps: list, roots, work_dir: Path, metrics: list[str], seed: int, notes: list[str], skipped: list, log, image_count: int | None = None) -> tuple[list[Curve], object]:
     """Every image through one codec at every quality (and step count), with compare's machinery and cache."""
     from enhance.comparison.cache import ResultCache
     from enhance.comparison.dataset import find_dataset, load_dataset_image
@@ -198,7 +206,7 @@ def run_codec(codec: str, options: dict, qualities: list, steps: list, roots, wo
     cache = ResultCache(root=work_dir / "cache")
     work = Work(subject=subject, enhancer=None, configurations=configurations, qualities=qualities, seed=seed, consistent=False, cache=cache)
     processed, originals, outputs = [], [], []
-    images = find_dataset(roots)
+    images = evenly(find_dataset(roots), image_count)
     started = time.perf_counter()
     for index, (label, path) in enumerate(images):
         try:
@@ -429,6 +437,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed decodes per point at 768x512 (median)")
     parser.add_argument("--no-timing", action="store_true", help="skip the 768x512 decode timing")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--images", type=int, default=None, help="only N images of the dataset, evenly spaced")
     parser.add_argument("--json", type=Path, required=True)
     parser.add_argument("--markdown", type=Path, default=None)
     parser.add_argument("--plot", type=Path, default=None, help="PNG rate plot (default: the JSON's path with .png)")
@@ -480,12 +489,14 @@ def main() -> None:
             log(f"{name}: qualities {qualities or 'all rate levels'}" + (f", steps {steps.get(name, [None])}" if full else ""))
             made, subject = run_codec(
                 name, options.get(name, {}), qualities, steps.get(name, [None]) if full else [None], args.dataset, args.work,
-                METRICS, args.seed, notes, skipped, log,
+                METRICS, args.seed, notes, skipped, log, args.images,
             )
             if timing_image is not None:
                 time_decodes(subject, made, timing_image, args.repeats, args.seed, log)
             curves += made
 
+    if args.images is not None:
+        notes.append(f"a subset: --images {args.images}, evenly spaced in name order (the ceiling, if shown, is over the whole dataset)")
     ceiling = None
     if args.ceiling_json:
         ceiling = json.loads(args.ceiling_json.read_text())

@@ -325,6 +325,7 @@ def train_latent(
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
+    config: Optional[Path] = typer.Option(None, "--config", help="The model's config file (a codec.json or perco.json) in place of the defaults."),
 ) -> None:
     """Train (or resume) a model over cached latents: the latent prior, or a latent codec's networks."""
     from .train.latent_request import LatentTrainingRequest, cached_latents, train_latent_model
@@ -334,7 +335,7 @@ def train_latent(
     request = LatentTrainingRequest(
         latent_files=cached_latents(data, cache, autoencoder, log=typer.echo),
         val_files=cached_latents(val or [], cache.with_name(cache.name + "-val"), autoencoder, log=typer.echo),
-        autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from,
+        autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from, config=config,
     )
     options = TrainerOptions(out=out, steps=steps, minutes=minutes, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed)
     typer.echo(f"bundle: {train_latent_model(model, request, options, log=typer.echo)}")

@@ -86,10 +86,46 @@ def test_ddim_step_with_a_perfect_prediction_recovers_the_residual():
     schedule = LateStartDDIM(ScheduleConfig(schedule_steps=4))
     residual = torch.randn(1, 3, 8, 8)
     noise = torch.randn(1, 3, 8, 8)
-    sample = schedule.scheduler.add_noise(residual, noise, schedule.timesteps[:1])
+    alpha = schedule.alphas_cumprod[int(schedule.timesteps[0])]
+    sample = alpha.sqrt() * residual + (1 - alpha).sqrt() * noise
     for timestep in schedule.timesteps:
         sample = schedule.step(residual, timestep, sample)
     assert torch.allclose(sample, residual, atol=1e-5)
+
+
+
+@pytest.mark.parametrize("schedule_steps", [20, 4, 1])
+def test_the_schedule_steps_as_diffusers_ddim_does(schedule_steps):
+    from diffusers import DDIMScheduler
+
+    schedule = LateStartDDIM(ScheduleConfig(schedule_steps=schedule_steps))
+    reference = DDIMScheduler(
+        num_train_timesteps=1000, beta_start=0.0001, beta_end=0.02, beta_schedule="linear", prediction_type="sample",
+        clip_sample=False, set_alpha_to_one=True, timestep_spacing="trailing",
+    )
+    reference.set_timesteps(1000 // (200 // schedule_steps))
+    assert torch.equal(schedule.timesteps, reference.timesteps[-schedule_steps:])
+    assert torch.allclose(schedule.alphas_cumprod, reference.alphas_cumprod)
+    generator = torch.Generator().manual_seed(0)
+    ours = theirs = torch.randn(1, 3, 8, 8, generator=generator)
+    for timestep in schedule.timesteps:
+        prediction = torch.randn(1, 3, 8, 8, generator=generator)
+        ours = schedule.step(prediction, timestep, ours)
+        theirs = reference.step(prediction, timestep, theirs, eta=0.0).prev_sample
+        assert torch.allclose(ours, theirs, atol=1e-5)
+
+
+def test_enhancing_with_dirac_does_not_import_diffusers(tiny_bundle):
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, numpy as np\n"
+        "from enhance.enhancers import load_dirac\n"
+        f"load_dirac('jpeg', bundle={str(tiny_bundle)!r}).enhance(np.zeros((16, 16, 3), np.uint8), rate=20, steps=2)\n"
+        "sys.exit('diffusers' in sys.modules)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0  # importing it costs ~2 s
 
 
 # --- bundles ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..ddim import ddim_step
 from ..errors import WeightsError
 from ..latent.padding import pad_to_multiple
 from ..weights import load_file_exact
@@ -144,18 +145,8 @@ class LatentPrior(nn.Module):
             output = guide(x, timestep, conditioning) if guide is not None else self.model_output(x, timestep, **conditioning)
             clean = self.predict_clean(x, timestep, output=output)
             previous = times[index + 1] if index + 1 < len(times) else -1
-            x = clean if previous < 0 else self._ddim_move(x, clean, t, previous, eta, generator)
+            x = clean if previous < 0 else ddim_step(x, clean, self.alphas_cumprod[t], self.alphas_cumprod[previous], eta=eta, generator=generator)
         return x
-
-    def _ddim_move(self, x, clean, t: int, previous: int, eta: float, generator) -> torch.Tensor:
-        alpha, alpha_prev = self.alphas_cumprod[t], self.alphas_cumprod[previous]
-        noise = (x - alpha.sqrt() * clean) / (1 - alpha).sqrt()
-        sigma = eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).sqrt()
-        moved = alpha_prev.sqrt() * clean + (1 - alpha_prev - sigma**2).clamp(min=0).sqrt() * noise
-        if eta > 0:
-            fresh = torch.randn(x.shape, generator=generator, dtype=torch.float32).to(x)
-            moved = moved + sigma * fresh
-        return moved
 
     def save_pretrained(self, directory: Path | str, dtype=torch.float16) -> None:
         from ..train.trainer import atomic_save

@@ -30,11 +30,14 @@ class LatentTrainingRequest:
     batch: int = 16
     seed: int = 0
     init_from: Path | None = None
+    config: Path | None = None  # the model's config file, for a run that does not start from defaults
 
 
 @dataclass
 class PriorCodecTaskOptions:
-    """What a trainer of a codec built on a prior bundle (latent-diffusion, PerCo) takes from the request."""
+    """What a trainer of a codec built on a prior bundle (latent-diffusion, PerCo) takes from the request.
+
+    Subclasses add `config`, a `BundleConfig` whose defaults a request's config file replaces."""
 
     latent_files: list[Path]
     prior: Path | None
@@ -46,10 +49,13 @@ class PriorCodecTaskOptions:
 
     @classmethod
     def from_request(cls, request: LatentTrainingRequest):
-        return cls(
+        options = cls(
             latent_files=request.latent_files, val_files=request.val_files, prior=request.prior,
             crop=request.crop, batch=request.batch, seed=request.seed, init_from=request.init_from,
         )
+        if request.config is not None:
+            options.config = type(options.config).load(request.config)
+        return options
 
 
 def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=print) -> list[Path]:

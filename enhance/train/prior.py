@@ -155,6 +155,8 @@ class PriorTask:
 
 def make_task(request) -> PriorTask:
     """The `prior` trainer of `enhance train-latent` (a `LatentTrainingRequest`)."""
+    if request.config is not None:
+        raise EnhanceError(f"{request.config}: the prior trainer takes no config file (it trains its default UNet)")
     return PriorTask(
         PriorTaskOptions(
             latent_files=request.latent_files, val_files=request.val_files, autoencoder=request.autoencoder,

@@ -1,11 +1,12 @@
-"""Late-start, early-stop DDIM sampling over diffusers' DDIMScheduler."""
+"""Late-start, early-stop DDIM sampling (the shared `enhance.ddim` step)."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
 import torch
-from diffusers import DDIMScheduler
+
+from ...ddim import ddim_step, linear_alphas_cumprod
 
 
 @dataclass(frozen=True)
@@ -44,37 +45,25 @@ class ScheduleConfig:
 class LateStartDDIM:
     """DDIM over the last `t_start` timesteps, stoppable after any step.
 
-    diffusers' DDIM steps by a fixed stride of num_train_timesteps // num_inference_steps,
-    so the late-start schedule is the tail of a "trailing" schedule with that stride:
-    for t_start=200 and 20 steps, timesteps 199, 189, ..., 9, each stepping 10 down.
+    The late-start schedule is the tail of diffusers' "trailing" DDIM schedule with a stride of
+    t_start // schedule_steps: for t_start=200 and 20 steps, timesteps 199, 189, ..., 9, each
+    stepping 10 down, and the last one to the clean sample (diffusers' `set_alpha_to_one`).
     """
 
     def __init__(self, config: ScheduleConfig):
         config.validate()
         self.config = config
-        self.scheduler = DDIMScheduler(
-            num_train_timesteps=config.num_train_timesteps,
-            beta_start=config.beta_start,
-            beta_end=config.beta_end,
-            beta_schedule="linear",
-            prediction_type="sample",
-            clip_sample=False,
-            set_alpha_to_one=True,
-            timestep_spacing="trailing",
-        )
-        stride = config.t_start // config.schedule_steps
-        self.scheduler.set_timesteps(config.num_train_timesteps // stride)
-        self.timesteps = self.scheduler.timesteps[-config.schedule_steps :]
-
-    @property
-    def alphas_cumprod(self) -> torch.Tensor:
-        return self.scheduler.alphas_cumprod
+        self.alphas_cumprod = linear_alphas_cumprod(config.num_train_timesteps, config.beta_start, config.beta_end)
+        self.stride = config.t_start // config.schedule_steps
+        self.timesteps = torch.arange(config.t_start - 1, -1, -self.stride)[: config.schedule_steps]
 
     def initial_noise_scale(self) -> float:
         """Standard deviation of the noise that starts sampling at the first timestep."""
         alpha_bar = self.alphas_cumprod[int(self.timesteps[0])]
         return float((1 - alpha_bar).sqrt())
 
-    def step(self, predicted_residual: torch.Tensor, timestep: torch.Tensor, sample: torch.Tensor, generator=None):
+    def step(self, predicted_residual: torch.Tensor, timestep, sample: torch.Tensor) -> torch.Tensor:
         """One DDIM step (eta=0) from `sample` at `timestep`, given the clipped x0 prediction."""
-        return self.scheduler.step(predicted_residual, timestep, sample, eta=0.0, generator=generator).prev_sample
+        previous = int(timestep) - self.stride
+        alpha_prev = self.alphas_cumprod[previous] if previous >= 0 else torch.tensor(1.0)
+        return ddim_step(sample, predicted_residual, self.alphas_cumprod[int(timestep)], alpha_prev)

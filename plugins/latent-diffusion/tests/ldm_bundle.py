@@ -17,7 +17,7 @@ def make_bundle(directory: Path, levels: int = 6, seed: int = 0) -> Path:
     bundle_folder_with_taef2(directory)
     tiny_prior().save_pretrained(directory / "prior-taef2")
     config = CodecConfig(
-        lambdas=[0.5 * 2**k for k in range(levels)], code_channels=16, transform_width=16, hyper_channels=8, hyper_width=16, gamma_width=8, embed_dim=4,
+        lambdas=[0.5 * 2**k for k in range(levels)], code_channels=16, transform_width=16, hyper_channels=8, hyper_width=16, gamma_width=8, embed_dim=4, offset_group=2,
     )
     model = LatentDiffusionCodecModel(config)
     with torch.no_grad():

@@ -26,7 +26,7 @@ from enhance.latent.full_codec import (
 )
 
 from . import bitstream
-from .config import OFFSET_GROUP, CodecConfig
+from .config import CodecConfig
 from .model import CODE_FACTOR, LatentDiffusionCodecModel
 
 BUNDLE = "latent-diffusion"
@@ -80,7 +80,7 @@ class LatentDiffusionCodec:
     def decode(self, data: bytes, *, steps: int | None = None, seed: int = 0) -> np.ndarray:
         config, model, autoencoder, prior = self._parts()
         steps = step_count(config.default_steps if steps is None else steps, 0, MAX_STEPS, "latent-diffusion")
-        payload = bitstream.read(data, offset_count=config.code_channels // OFFSET_GROUP, levels=config.levels, max_pixels=MAX_PIXELS)
+        payload = bitstream.read(data, offset_count=config.offset_count, levels=config.levels, max_pixels=MAX_PIXELS)
         with torch.no_grad():
             latent = self._dequantize(payload, model, autoencoder.factor)
             if steps:

@@ -8,8 +8,6 @@ from dataclasses import dataclass, field
 from enhance.bundle_config import BundleConfig
 from enhance.errors import WeightsError
 
-OFFSET_GROUP = 1  # code channels sharing one step offset
-
 
 @dataclass
 class CodecConfig(BundleConfig):
@@ -29,6 +27,7 @@ class CodecConfig(BundleConfig):
     hyper_width: int = 128
     embed_dim: int = 16
     gamma_width: int = 64
+    offset_group: int = 1  # code channels sharing one 4-bit step offset in the header
     # The receiver denoises from the timestep whose noise matches `noise_scale` times the
     # quantization error the sender measured; `eta` is DDIM's stochasticity.
     noise_scale: float = 1.0
@@ -39,14 +38,18 @@ class CodecConfig(BundleConfig):
     def levels(self) -> int:
         return len(self.lambdas)
 
+    @property
+    def offset_count(self) -> int:
+        return self.code_channels // self.offset_group
+
     def check(self, where: str) -> None:
         if not 2 <= self.levels <= 16 or not all(isinstance(v, (int, float)) and math.isfinite(v) and v > 0 for v in self.lambdas):
             raise WeightsError(f"{where}: lambdas must be 2 to 16 positive numbers")
         for key in ("latent_channels", "code_channels", "transform_width", "hyper_channels", "hyper_width", "embed_dim", "gamma_width"):
             if not 1 <= getattr(self, key) <= 1024:
                 raise WeightsError(f"{where}: {key} must be from 1 to 1024")
-        if self.code_channels % (2 * OFFSET_GROUP):
-            raise WeightsError(f"{where}: code_channels must be a multiple of {2 * OFFSET_GROUP} (step offsets are packed two a byte)")
+        if not 1 <= self.offset_group <= self.code_channels or self.code_channels % (2 * self.offset_group):
+            raise WeightsError(f"{where}: code_channels must be a multiple of twice offset_group (step offsets are packed two a byte)")
         if not (math.isfinite(self.noise_scale) and 0 < self.noise_scale <= 10 and 0 <= self.eta <= 1):
             raise WeightsError(f"{where}: noise_scale must be in (0, 10] and eta in [0, 1]")
         if not 0 <= self.default_steps <= 100:

@@ -9,7 +9,7 @@ the dequantised code back to a latent, as learned image codecs do in pixel space
 
 gamma is a per-channel quantization step of the code, 2 ** (base[level, c] + offset_g / 4):
 `base` is learned per rate level and channel, and `offset` (4 bits for each group of
-OFFSET_GROUP channels, one in the shipped model, sent in the header) is predicted from the image's code, so the step
+`offset_group` channels, sent in the header) is predicted from the image's code, so the step
 adapts to the content. The code divided by its
 step is quantized and coded with a mean-scale hyperprior conditioned on the rate level.
 """
@@ -24,7 +24,7 @@ from enhance.entropy import MeanScaleHyperprior
 from enhance.entropy.hyperprior import round_straight_through
 from enhance.latent.padding import pad_to_multiple
 
-from .config import OFFSET_GROUP, CodecConfig
+from .config import CodecConfig
 
 OFFSET_LOW, OFFSET_HIGH = -8, 7  # 4-bit signed offsets, in quarter octaves
 CODE_FACTOR = 2  # the code's downsampling against the latent
@@ -90,11 +90,12 @@ class LatentDiffusionCodecModel(nn.Module):
         self.config = config
         self.embedding = nn.Embedding(config.levels, config.embed_dim)
         self.transform = LatentTransform(config.latent_channels, config.code_channels, config.transform_width)
-        # Steps from 2 (lowest level) down to 1/22 (highest), so each level starts near its rate;
-        # from a common start Adam would need thousands of steps to spread them apart.
-        start = torch.linspace(1.0, -4.5, config.levels).unsqueeze(1).expand(config.levels, config.code_channels)
+        # Each level's step starts near its rate, one octave smaller per octave of lambda (what the
+        # 64-channel model settled at); from a common start Adam needs thousands of steps to spread them.
+        log_lambda = torch.tensor(config.lambdas).log2()
+        start = (1.0 - (log_lambda - log_lambda[0])).unsqueeze(1).expand(config.levels, config.code_channels)
         self.base_log_step = nn.Parameter(start.clone())
-        self.step_predictor = StepPredictor(config.code_channels, config.gamma_width, config.embed_dim, config.code_channels // OFFSET_GROUP)
+        self.step_predictor = StepPredictor(config.code_channels, config.gamma_width, config.embed_dim, config.offset_count)
         self.hyperprior = MeanScaleHyperprior(
             config.code_channels, config.hyper_channels, config.hyper_width, condition_dim=config.embed_dim
         )
@@ -106,7 +107,7 @@ class LatentDiffusionCodecModel(nn.Module):
 
     def steps(self, levels: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
         """Quantization steps, N x M x 1 x 1."""
-        return torch.exp2(self.base_log_step[levels] + offsets.repeat_interleave(OFFSET_GROUP, dim=1) / 4).unsqueeze(-1).unsqueeze(-1)
+        return torch.exp2(self.base_log_step[levels] + offsets.repeat_interleave(self.config.offset_group, dim=1) / 4).unsqueeze(-1).unsqueeze(-1)
 
     def forward(self, latent: torch.Tensor, levels: torch.Tensor):
         """Training pass: (reconstructed latent, bits per latent position of the code and hyper-code)."""

@@ -21,6 +21,10 @@ from .config import CodecConfig
 from .model import LatentDiffusionCodecModel
 
 PIXELS_PER_POSITION = 64  # TAEF2: one latent position per 8x8 pixels
+# A run from scratch weighs the rate in over its first steps: at full weight from step 0 the
+# rate term zeroes the code before the synthesis learns to use it, and a 128-channel model
+# stayed at that all-zero code (latent MSE 1.0 at every level) for 650 steps and counting.
+RATE_RAMP_STEPS = 1000
 
 
 @dataclass
@@ -62,8 +66,13 @@ class CodecTask:
             mse = (reconstruction - latent).pow(2).mean(dim=(1, 2, 3))
             bpp = bits / PIXELS_PER_POSITION
             lambdas = torch.tensor(model.config.lambdas, device=device)[levels]
-            loss = (bpp + lambdas * mse).mean()
+            loss = (self.rate_weight(step) * bpp + lambdas * mse).mean()
         return loss, {"bpp": bpp.mean().detach().item(), "mse": mse.mean().detach().item()}
+
+    def rate_weight(self, step: int) -> float:
+        if self.options.init_from is not None:
+            return 1.0
+        return min(1.0, step / RATE_RAMP_STEPS)
 
     @torch.no_grad()
     def validate(self, model: LatentDiffusionCodecModel) -> dict:

@@ -2,7 +2,7 @@
 
 A few lines of arithmetic, kept here rather than taken from diffusers' DDIMScheduler because
 importing diffusers costs about 2 s on the 2-core CPU, which a viewer or thumbnailer running
-DIRAC on one small JPEG would pay every time; tests check both against diffusers.
+DIRAC on one small JPEG would pay every time; a test checks DIRAC's schedule against it.
 """
 
 from __future__ import annotations

@@ -53,6 +53,9 @@ class FullCodec(Protocol):
       written by name (a few bytes more).
     - `weights_lock` (optional): the path of the plugin's own weights.lock; its rows show
       in `enhance weights list|fetch|verify` (an `enhance.weights` entry point does the same).
+    - `identity` (optional): a short string that changes with anything that changes the
+      output (weights, device type); `enhance compare`'s cache keys on it. Without one, a
+      cached result outlives a change of weights.
     - `decode` may take a keyword `params: dict[str, str]`: the container's parameters
       written at encode time (`"rate"`, the rate `encode` was given). A `decode` without
       that keyword is called without it, so codecs written against the first version of

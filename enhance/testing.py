@@ -133,6 +133,8 @@ def check_full_codec(codec, rates: Sequence[float], *, steps: Sequence[int | Non
     for attribute in ("name", "rate_range", "rate_unit"):
         assert hasattr(codec, attribute), f"{type(codec).__name__}: no `{attribute}`"
     checked_codec_id(codec.name, getattr(codec, "container_id", None))
+    identity = getattr(codec, "identity", None)
+    assert identity is None or (isinstance(identity, str) and identity), f"{codec.name}: `identity` must be a non-empty string"
     check_round_trip(codec, rates[-1], full=True)
     check_deterministic(codec, rates[0], full=True)
     check_rate_orders_size(codec, rates)

@@ -86,3 +86,15 @@ def test_the_snr_floor_keeps_the_noisiest_steps_in_the_loss():
         assert float(floored) >= least_ratio * float(plain) * 0.999
     # Where snr is above the floor the floor changes nothing.
     assert torch.allclose(floored, plain)
+
+
+def test_channel_weights_are_each_channels_pixel_sensitivity():
+    """Through a linear decoder that scales channel c by a_c, a channel's weight is a_c^2 over the mean of a^2."""
+    import torch
+
+    from enhance.latent.sensitivity import channel_weights
+
+    scale = torch.tensor([0.1, 1.0, 3.0, 0.5])
+    decode = lambda latent: (latent * scale.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
+    weights = channel_weights(decode, torch.randn(2, 4, 16, 16))
+    assert torch.allclose(weights, scale**2 / (scale**2).mean(), rtol=1e-4)

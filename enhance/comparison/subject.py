@@ -64,7 +64,12 @@ class Subject:
             raise EnhanceError(f"codec {self.name}: {', '.join(map(str, outside))} outside its range {low:g}..{high:g}")
 
     def key_fields(self) -> dict:
-        return {"codec": self.name, "full": self.full, "options": self.options}
+        fields = {"codec": self.name, "full": self.full, "options": self.options}
+        # A full codec's outputs change with its weights, which its name and options do not say.
+        identity = getattr(self.instance, "identity", None)
+        if identity is not None:
+            fields["identity"] = identity
+        return fields
 
     def describe(self) -> str:
         options = ", ".join(f"{key}={value}" for key, value in sorted(self.options.items()))

@@ -7,6 +7,7 @@ name, the core bundles. Their inputs: rate levels 1..N, step counts, uint8 HxWx3
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -14,8 +15,8 @@ import torch
 
 from .. import weights
 from ..errors import BadInput, EnhanceError
-from ..priors import LatentPrior, load_prior
-from . import autoencoder_from_directory, encode_image, load_autoencoder
+from ..priors import LatentPrior
+from . import autoencoder_from_directory, encode_image
 
 
 def default_device(device: str | None) -> torch.device:
@@ -35,16 +36,28 @@ def bundle_folder(given: Path | None, bundle: str, lock: Path) -> Path:
     return given if given is not None else weights.resolve_bundle(bundle, lock=lock)
 
 
+def component_folder(directory: Path, name: str) -> Path:
+    """The folder of a bundle's autoencoder or prior `name`: its sub-folder, else the core bundle."""
+    return directory / name if (directory / name).is_dir() else weights.resolve_bundle(name)
+
+
 def bundled_autoencoder(directory: Path, name: str, device):
-    if (directory / name).is_dir():
-        return autoencoder_from_directory(directory / name, device=device)
-    return load_autoencoder(name, device=device)
+    return autoencoder_from_directory(component_folder(directory, name), device=device)
 
 
 def bundled_prior(directory: Path, name: str, device):
-    if (directory / name).is_dir():
-        return LatentPrior.from_pretrained(directory / name, device=device)
-    return load_prior(name, device=device)
+    return LatentPrior.from_pretrained(component_folder(directory, name), device=device)
+
+
+def weights_identity(folders: list[Path], device: torch.device) -> str:
+    """A full codec's `identity`: a short hash of every file under `folders` and the device type
+    (bf16 on one, fp32 on another), so `enhance compare`'s cache never serves another model's output."""
+    digest = hashlib.sha256(device.type.encode())
+    for folder in folders:
+        for path in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()[:16]
 
 
 def rate_level(rate, levels: int, what: str) -> int:

@@ -110,3 +110,19 @@ def test_the_cli_round_trips_a_small_and_a_768x512_image_at_every_rate(codec_bun
     factory = partial(LatentDiffusionCodec, bundle=codec_bundle, device="cpu")
     levels = int(LatentDiffusionCodec(bundle=codec_bundle, device="cpu").rate_range[1])
     testing.check_cli_round_trip("latent-diffusion", factory, range(1, levels + 1), [(33, 47), (512, 768)], tmp_path, steps=1)
+
+
+def test_compare_keys_its_cache_on_the_weights(codec_bundle, tmp_path):
+    """Retrained weights in the same folder must not be served another model's cached outputs."""
+    from functools import partial
+
+    from enhance import registry
+    from enhance.comparison.subject import Subject
+
+    other = make_bundle(tmp_path / "bundle", seed=1)
+    keys = []
+    for folder in (codec_bundle, codec_bundle, other):
+        with registry.use_plugins(full_codecs={"latent-diffusion": partial(LatentDiffusionCodec, bundle=folder, device="cpu")}):
+            keys.append(Subject(name="latent-diffusion").key_fields())
+    assert keys[0] == keys[1]
+    assert keys[0]["identity"] != keys[2]["identity"]

@@ -22,7 +22,8 @@ from enhance.compute import autocast
 from enhance.errors import WeightsError
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
-    bundle_folder, bundled_autoencoder, bundled_prior, default_device, image_latent, rate_level, step_count, weights_available,
+    bundle_folder, bundled_autoencoder, bundled_prior, component_folder, default_device, image_latent, rate_level, step_count,
+    weights_available, weights_identity,
 )
 
 from . import bitstream
@@ -44,11 +45,22 @@ class LatentDiffusionCodec:
         self._bundle = Path(bundle) if bundle is not None else None
         self._device = default_device(device)
         self._loaded = None
+        self._identity = None
 
     # --- what users and the registry see -------------------------------------------------
     @property
     def rate_range(self) -> tuple[float, float]:
         return (1.0, float(self._parts()[0].levels))
+
+    @property
+    def identity(self) -> str:
+        """Changes with any file of the codec, its prior or autoencoder, and with the device type."""
+        if self._identity is None:
+            directory = bundle_folder(self._bundle, BUNDLE, LOCK)
+            config = CodecConfig.load(directory / "codec.json")
+            folders = [directory, component_folder(directory, config.autoencoder), component_folder(directory, config.prior)]
+            self._identity = weights_identity(folders, self._device)
+        return self._identity
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

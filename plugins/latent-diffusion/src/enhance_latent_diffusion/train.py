@@ -1,8 +1,11 @@
 """Training task: the gamma predictor and entropy model on cached latents, the prior frozen.
 
 Loss per image at rate level k: bits per pixel + lambda_k * MSE between the normalised latent
-and its reconstruction. The prior contributes its latent normalisation; the autoencoder is
-not run at all (its latents are cached), which is what makes this cheap enough for a CPU.
+and its reconstruction, each channel's error weighted by how far it moves the decoded pixels
+(`enhance.latent.sensitivity`: the channels differ by two orders of magnitude, and unweighted
+the codec spent its bits evenly on them). The prior contributes its latent normalisation; the
+autoencoder's decoder runs only once, for those weights (the latents are cached), which is
+what makes this cheap enough for a CPU.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ PIXELS_PER_POSITION = 64  # TAEF2: one latent position per 8x8 pixels
 # rate term zeroes the code before the synthesis learns to use it, and a 128-channel model
 # stayed at that all-zero code (latent MSE 1.0 at every level) for 650 steps and counting.
 RATE_RAMP_STEPS = 1000
+SENSITIVITY_CROPS = 8  # latent crops the channel weights are measured on
 
 
 @dataclass
@@ -43,6 +47,20 @@ class CodecTask:
         self.val_batch = None
         if options.val_files:
             self.val_batch = LatentCropSampler(options.val_files, options.crop, seed=1234).batch(32)
+        self.channel_weights = self._channel_weights()
+
+    def _channel_weights(self) -> torch.Tensor:
+        from enhance.latent import load_autoencoder
+        from enhance.latent.sensitivity import channel_weights
+
+        autoencoder = load_autoencoder(self.prior.config.autoencoder)
+        self.sampler.set_state(self.options.seed + 1, 1 << 40)  # no training step draws with this state
+        crops = self.prior.normalise(self.sampler.batch(SENSITIVITY_CROPS))
+        return channel_weights(lambda latent: autoencoder.decode(self.prior.denormalise(latent)), crops).view(1, -1, 1, 1)
+
+    def weighted_mse(self, reconstruction: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
+        """Per image: the latent MSE with each channel weighted by its pixel sensitivity."""
+        return ((reconstruction - latent).pow(2) * self.channel_weights.to(latent.device)).mean(dim=(1, 2, 3))
 
     def build(self, config: dict) -> LatentDiffusionCodecModel:
         model = LatentDiffusionCodecModel(CodecConfig.from_dict(config, "codec task config"))
@@ -63,7 +81,7 @@ class CodecTask:
         levels = torch.randint(0, model.config.levels, (latent.shape[0],), generator=generator).to(device)
         with torch.autocast(device.type, enabled=False):
             reconstruction, bits = model(latent.float(), levels)
-            mse = (reconstruction - latent).pow(2).mean(dim=(1, 2, 3))
+            mse = self.weighted_mse(reconstruction, latent)
             bpp = bits / PIXELS_PER_POSITION
             lambdas = torch.tensor(model.config.lambdas, device=device)[levels]
             loss = (self.rate_weight(step) * bpp + lambdas * mse).mean()
@@ -85,7 +103,7 @@ class CodecTask:
             reconstruction, bits = model(latent, levels)
             metrics[f"L{level + 1}"] = {
                 "bpp": round(float(bits.mean()) / PIXELS_PER_POSITION, 4),
-                "mse": round(float((reconstruction - latent).pow(2).mean()), 4),
+                "mse": round(float(self.weighted_mse(reconstruction, latent).mean()), 4),
             }
         return metrics
 

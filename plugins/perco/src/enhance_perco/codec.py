@@ -21,7 +21,8 @@ from enhance.compute import autocast
 from enhance.errors import EnhanceError, WeightsError
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
-    bundle_folder, bundled_autoencoder, default_device, image_latent, rate_level, step_count, weights_available,
+    bundle_folder, bundled_autoencoder, component_folder, default_device, image_latent, rate_level, step_count, weights_available,
+    weights_identity,
 )
 
 from . import bitstream
@@ -46,10 +47,20 @@ class PercoCodec:
         self._device = default_device(device)
         self._guidance = guidance
         self._loaded = None
+        self._identity = None
 
     @property
     def rate_range(self) -> tuple[float, float]:
         return (1.0, float(len(self._parts()[0].levels)))
+
+    @property
+    def identity(self) -> str:
+        """Changes with any file of the codec (its decoder included) or its autoencoder, and with the device type."""
+        if self._identity is None:
+            directory = bundle_folder(self._bundle, BUNDLE, LOCK)
+            config = PercoConfig.load(directory / "perco.json")
+            self._identity = weights_identity([directory, component_folder(directory, config.autoencoder)], self._device)
+        return self._identity
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

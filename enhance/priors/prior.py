@@ -132,18 +132,21 @@ class LatentPrior(nn.Module):
         return alpha.sqrt() * clean + (1 - alpha).sqrt() * noise
 
     @torch.no_grad()
-    def denoise(self, noisy: torch.Tensor, start: int, steps: int, *, eta: float = 0.0, generator=None, guide=None, **conditioning):
+    def denoise(self, noisy: torch.Tensor, start: int, steps: int, *, eta: float = 0.0, generator=None, guide=None, project=None, **conditioning):
         """DDIM from timestep `start` to a clean latent in `steps` network calls.
 
         `eta` = 0 is deterministic DDIM, 1 is DDPM-like (fresh noise from `generator` each step).
         `guide(noisy, t, conditioning) -> model output` replaces the plain call (classifier-free
-        guidance lives in the codec that knows its conditions)."""
+        guidance lives in the codec that knows its conditions). `project(clean) -> clean`
+        constrains each step's clean estimate (to what the sender measured, for example)."""
         times = ddim_timesteps(start, steps)
         x = noisy
         for index, t in enumerate(times):
             timestep = torch.full((x.shape[0],), t, dtype=torch.long, device=x.device)
             output = guide(x, timestep, conditioning) if guide is not None else self.model_output(x, timestep, **conditioning)
             clean = self.predict_clean(x, timestep, output=output)
+            if project is not None:
+                clean = project(clean)
             previous = times[index + 1] if index + 1 < len(times) else -1
             x = clean if previous < 0 else ddim_step(x, clean, self.alphas_cumprod[t], self.alphas_cumprod[previous], eta=eta, generator=generator)
         return x

@@ -40,8 +40,8 @@ def test_bytes_follow_the_rate_table(codec):
     image = photo(512, 768)
     sizes = [len(codec.encode(image, level)) for level in range(1, 8)]
     assert sizes == sorted(sizes)
-    # 12 x 8 cells x 8 bits + 2 global codes x 4 bits + a 6-byte header, lowest level
-    assert sizes[0] == 96 + 1 + 6
+    # 12 x 8 cells x 8 bits + 2 global codes x 4 bits + a 6-byte header + 32 channel statistics, lowest level
+    assert sizes[0] == 96 + 1 + 6 + 32
 
 
 def test_the_lowest_rate_file_of_a_768x512_image_fits_in_160_bytes(codec, tmp_path):
@@ -71,9 +71,36 @@ def test_a_caption_travels_compressed(perco_bundle):
     from enhance_perco import bitstream
 
     payload = bitstream.read(
-        with_caption, grid=lambda level, h, w: (1, 1), levels=7, global_codes=2, global_bits=4, local_bits=lambda level: 10, max_pixels=10**8
+        with_caption, grid=lambda level, h, w: (1, 1), levels=7, channels=32, global_codes=2, global_bits=4, local_bits=lambda level: 10, max_pixels=10**8
     )
     assert payload.caption == "a red boat on a lake at dusk"
+
+
+def test_the_decode_takes_its_colour_from_the_sent_channel_statistics(codec):
+    # The tiny random decoder knows nothing of colour; the statistics alone must carry it.
+    red, blue = np.zeros((64, 96, 3), np.uint8), np.zeros((64, 96, 3), np.uint8)
+    red[..., 0], red[..., 2], blue[..., 0], blue[..., 2] = 200, 40, 40, 200
+    for source in (red, blue):
+        decoded = codec.decode(codec.encode(source, 3), steps=3).astype(float)
+        assert np.sign(decoded[..., 0].mean() - decoded[..., 2].mean()) == np.sign(int(source[0, 0, 0]) - int(source[0, 0, 2]))
+        assert abs(decoded.mean() - source.mean()) < 40
+
+
+def test_version_1_streams_without_statistics_still_decode(codec):
+    from enhance_perco import bitstream
+
+    image = photo(40, 56)
+    data = codec.encode(image, 3)
+    header = 1 + 1 + 1 + 1  # version, height and width varints (< 128), level
+    version_1 = bytes([1]) + data[1:header] + data[header + 32 :]
+    read = lambda stream: bitstream.read(  # noqa: E731
+        stream, grid=lambda level, h, w: codec._grid(codec._parts()[0], level, h, w, 8), levels=7, channels=32,
+        global_codes=2, global_bits=4, local_bits=lambda level: codec._local_bits(codec._parts()[0], level), max_pixels=10**8,
+    )
+    old, new = read(version_1), read(data)
+    assert old.statistics is None and new.statistics.shape == (32,)
+    assert np.array_equal(old.local_indices, new.local_indices) and np.array_equal(old.global_indices, new.global_indices)
+    assert codec.decode(version_1, steps=2).shape == image.shape
 
 
 @pytest.mark.parametrize("rate", [0, 8, 1.5, "2"])
@@ -117,7 +144,7 @@ def _caption_of(path) -> str | None:
 
     payload = container.unpack(path.read_bytes()).payload
     return bitstream.read(
-        payload, grid=lambda level, h, w: (1, 1), levels=7, global_codes=2, global_bits=4, local_bits=lambda level: 8, max_pixels=10**8
+        payload, grid=lambda level, h, w: (1, 1), levels=7, channels=32, global_codes=2, global_bits=4, local_bits=lambda level: 8, max_pixels=10**8
     ).caption
 
 

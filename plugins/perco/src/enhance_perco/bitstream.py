@@ -1,8 +1,9 @@
-"""PerCo's payload (inside the enhance container), version 1::
+"""PerCo's payload (inside the enhance container), version 2::
 
-    version        1 byte   1
+    version        1 byte   2 (version 1, still read, has no statistics)
     height, width  varints  1 .. MAX_SIDE pixels
     level, flags   1 byte   rate level (0-based) in the low nibble; bit 4: a caption follows
+    statistics     1 byte per latent channel: its 4-bit mean and 4-bit standard deviation (statistics.py)
     indices        the global indices, then the local grid's in row-major order, each in exactly
                    log2(codebook size) bits, most significant bit first, zero-padded to a byte
     caption        (flag only) varint length + zlib level 9 of its UTF-8 text
@@ -21,7 +22,8 @@ import numpy as np
 from enhance.errors import BadInput
 from enhance.framing import ByteReader, ByteWriter
 
-VERSION = 1
+VERSION = 2
+READS = (1, 2)
 MAX_SIDE = 1 << 16
 FLAG_CAPTION = 0x10
 MAX_CAPTION_BYTES = 4096
@@ -34,6 +36,7 @@ class Payload:
     level: int
     global_indices: np.ndarray  # G
     local_indices: np.ndarray  # h x w
+    statistics: np.ndarray | None  # uint8, one per latent channel; None in version 1
     caption: str | None = None
 
 
@@ -54,6 +57,8 @@ def write(payload: Payload, global_bits: int, local_bits: int) -> bytes:
     writer.varint(payload.height)
     writer.varint(payload.width)
     writer.u8(payload.level | (FLAG_CAPTION if payload.caption is not None else 0))
+    for byte in payload.statistics:
+        writer.u8(int(byte))
     bits = np.concatenate([
         np.unpackbits(np.frombuffer(pack_indices(payload.global_indices, global_bits), np.uint8))[: payload.global_indices.size * global_bits],
         np.unpackbits(np.frombuffer(pack_indices(payload.local_indices, local_bits), np.uint8))[: payload.local_indices.size * local_bits],
@@ -65,12 +70,12 @@ def write(payload: Payload, global_bits: int, local_bits: int) -> bytes:
     return writer.getvalue()
 
 
-def read(data: bytes, *, grid, levels: int, global_codes: int, global_bits: int, local_bits, max_pixels: int) -> Payload:
+def read(data: bytes, *, grid, levels: int, channels: int, global_codes: int, global_bits: int, local_bits, max_pixels: int) -> Payload:
     """`grid(level, height, width) -> (h, w)` and `local_bits(level)` come from the model's config."""
     reader = ByteReader(data, "perco payload")
     version = reader.u8("version")
-    if version != VERSION:
-        raise BadInput(f"perco payload: version {version} is not supported (this reader knows {VERSION})")
+    if version not in READS:
+        raise BadInput(f"perco payload: version {version} is not supported (this reader knows {', '.join(map(str, READS))})")
     height, width = reader.varint("height", 1, MAX_SIDE), reader.varint("width", 1, MAX_SIDE)
     if height * width > max_pixels:
         raise BadInput(f"perco payload: {width}x{height} is more than the {max_pixels}-pixel limit")
@@ -78,6 +83,7 @@ def read(data: bytes, *, grid, levels: int, global_codes: int, global_bits: int,
     level, flags = byte & 0x0F, byte & 0xF0
     if level >= levels or flags & ~FLAG_CAPTION:
         raise BadInput(f"perco payload: level {level + 1} / flags {flags:#x} are not valid for this model")
+    statistics = np.array([reader.u8("statistics") for _ in range(channels)], dtype=np.uint8) if version >= 2 else None
     rows, cols = grid(level, height, width)
     bits = local_bits(level)
     total = global_codes * global_bits + rows * cols * bits
@@ -87,7 +93,7 @@ def read(data: bytes, *, grid, levels: int, global_codes: int, global_bits: int,
     local_indices = _indices(stream[global_codes * global_bits : total], rows * cols, bits).reshape(rows, cols)
     caption = _caption(reader) if flags & FLAG_CAPTION else None
     reader.end()
-    return Payload(height, width, level, global_indices, local_indices, caption)
+    return Payload(height, width, level, global_indices, local_indices, statistics, caption)
 
 
 def _indices(bits: np.ndarray, count: int, width: int) -> np.ndarray:

@@ -2,10 +2,12 @@
 
 Sender: latent z = E(x), normalised; the hyper-encoder's grid of local codes at the level's
 resolution (1/8 to 1/64 of the image) and a global code, each an index into a codebook, sent
-with log2(V) bits apiece; an optional caption travels zlib-compressed.
+with log2(V) bits apiece; each latent channel's mean and standard deviation in a byte
+(`statistics.py`); an optional caption travels zlib-compressed.
 Receiver: DDIM from pure noise over the whole schedule, the UNet conditioned on the
 nearest-upsampled local codes and on the level and global code, with classifier-free guidance
-on the global code (`guidance`, 1 = off); 20 steps below 0.05 bpp and 5 above by default.
+on the global code (`guidance`, 1 = off), each step's clean estimate projected onto the sent
+channel statistics; 20 steps below 0.05 bpp and 5 above by default.
 Seeded: the same bytes and seed give the same image.
 """
 
@@ -25,7 +27,7 @@ from enhance.latent.full_codec import (
     weights_identity,
 )
 
-from . import bitstream
+from . import bitstream, statistics
 from .config import PercoConfig
 from .model import PercoModel
 
@@ -82,6 +84,7 @@ class PercoCodec:
             level=level,
             global_indices=global_indices[0].cpu().numpy(),
             local_indices=local_indices[0].cpu().numpy(),
+            statistics=statistics.measure(latent),
             caption=caption,
         )
         return bitstream.write(payload, self._global_bits(config), self._local_bits(config, level))
@@ -93,6 +96,7 @@ class PercoCodec:
             data,
             grid=lambda level, h, w: self._grid(config, level, h, w, autoencoder.factor),
             levels=len(config.levels),
+            channels=config.latent_channels,
             global_codes=config.global_codes,
             global_bits=self._global_bits(config),
             local_bits=lambda level: self._local_bits(config, level),
@@ -124,9 +128,10 @@ class PercoCodec:
             with_code, without = both.chunk(2)
             return without + guidance * (with_code - without)
 
+        project = None if payload.statistics is None else statistics.projection(payload.statistics, self._device)
         start = model.decoder.num_timesteps - 1
         with autocast(self._device):
-            return model.decoder.denoise(noise, start, steps, guide=guide).float()
+            return model.decoder.denoise(noise, start, steps, guide=guide, project=project).float()
 
     # --- helpers -------------------------------------------------------------------------
     @staticmethod

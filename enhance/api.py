@@ -18,7 +18,7 @@ import numpy as np
 from . import container, image, limits, registry
 from .errors import BadInput, ContainerError, EnhanceError
 from .image import checked_rgb
-from .codecs import decode_payload
+from .codecs import decode_payload, reads_params
 from .registry import native_codec
 
 def load_display_pixels(path: Path | str) -> np.ndarray:
@@ -44,7 +44,8 @@ def encode_bitstream(source: np.ndarray | Path | str, codec: str, rate, *, capti
 
     Full codecs and base codecs without a file format of their own go in the container,
     under the container id the codec declares (`container_id`, checked against
-    `container.CODEC_IDS`), with the rate as the parameter "rate". A codec that carries a
+    `container.CODEC_IDS`), with the rate as the parameter "rate" (left out for a full codec
+    whose decode does not take `params`: its payload says its rate). A codec that carries a
     caption (`takes_caption`, such as PerCo) gets `caption`, else the image file's own
     description (XMP dc:description or EXIF ImageDescription); any other refuses one.
     """
@@ -72,7 +73,10 @@ def _encode_pixels(
         return payload
     height, width = pixels.shape[:2]
     codec_id = container.checked_codec_id(codec, getattr(instance, "container_id", None))
-    params = container.encode_params({"rate": str(rate)})
+    # A full codec's payload holds its own rate; PerCo's whole file is ~150 bytes, so the 8 bytes
+    # of a parameter nobody reads are left out.
+    unread = kind == "full_codec" and not reads_params(instance)
+    params = b"" if unread else container.encode_params({"rate": str(rate)})
     return container.pack(codec, width, height, payload, params=params, codec_id=codec_id)
 
 

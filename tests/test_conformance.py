@@ -88,6 +88,18 @@ def test_container_params_reach_a_decode_that_takes_them():
     assert ToyFullCodec.seen_params == [{"rate": "3"}]
 
 
+def test_a_full_codec_that_reads_no_params_gets_none_written():
+    class Unparameterised(ToyFullCodec):
+        def decode(self, data, *, steps=None, seed=0):
+            return ToyFullCodec.decode(self, data, steps=steps, seed=seed)
+
+    image = testing.sample_image()
+    with registry.use_plugins(full_codecs={"toy-blocks": Unparameterised}):
+        data = api.encode_bitstream(image, "toy-blocks", 3)
+        assert container.unpack(data).params == b""
+        assert api.decode_bitstream(data).shape == image.shape
+
+
 def test_a_declared_container_id_is_checked_against_the_table():
     assert container.checked_codec_id("perco", 9) == 9
     assert container.checked_codec_id("latent-diffusion", 10) == 10

@@ -82,13 +82,18 @@ def _accepts(method, keyword: str) -> bool:
     return keyword in parameters or any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values())
 
 
+def reads_params(codec) -> bool:
+    """Whether `codec.decode` takes the container's parameters (`params`)."""
+    return _accepts(codec.decode, "params")
+
+
 def decode_payload(codec, data: bytes, *, full: bool, steps: int | None = None, seed: int = 0, params: dict | None = None):
     """`codec.decode(data)`, as its kind takes it: a full codec gets `steps` and `seed`, and any
     codec whose `decode` takes `params` gets the container's parameters (when there are any)."""
-    extra = {"params": params} if params is not None and _accepts(codec.decode, "params") else {}
+    extra = {"params": params} if params is not None and reads_params(codec) else {}
     if full:
         return codec.decode(data, steps=steps, seed=seed, **extra)
     return codec.decode(data, **extra)
 
 
-__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "decode_payload", "describe_codecs"]
+__all__ = ["BUILTIN_CODECS", "Codec", "CodecDescription", "decode_payload", "describe_codecs", "reads_params"]

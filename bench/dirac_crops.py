@@ -12,17 +12,18 @@ from __future__ import annotations
 
 import argparse
 import io
+import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image
 
 from enhance.codecs.pillow import JpegCodec
-from enhance.comparison.figures import detail_window
 from enhance.enhance_one import CodedImage
 from enhance.enhancers import bundle_directory, load_dirac
 
-LABEL_HEIGHT = 14
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from crop_rows import row_image, save_sheet  # noqa: E402
 
 
 def panels_for(path: Path, enhancer, quality: int) -> list[tuple[str, np.ndarray]]:
@@ -36,19 +37,6 @@ def panels_for(path: Path, enhancer, quality: int) -> list[tuple[str, np.ndarray
     return [("original", pixels), (f"JPEG q{quality}", decoded), ("DIRAC 1 step", outputs[1]), (f"DIRAC {realism} steps", outputs[realism])]
 
 
-def row_image(panels: list[tuple[str, np.ndarray]], crop: int, zoom: int) -> Image.Image:
-    top, left, height, width = detail_window(panels[0][1], size=crop)
-    cell = (width * zoom, height * zoom + LABEL_HEIGHT)
-    row = Image.new("RGB", (cell[0] * len(panels) + 4 * (len(panels) - 1), cell[1]), "white")
-    draw = ImageDraw.Draw(row)
-    for index, (label, pixels) in enumerate(panels):
-        window = Image.fromarray(pixels[top : top + height, left : left + width])
-        x = index * (cell[0] + 4)
-        row.paste(window.resize((cell[0], cell[1] - LABEL_HEIGHT), Image.Resampling.NEAREST), (x, LABEL_HEIGHT))
-        draw.text((x + 2, 1), label, fill="black")
-    return row
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("images", type=Path, nargs="+")
@@ -60,14 +48,7 @@ def main() -> None:
     args = parser.parse_args()
     enhancer = load_dirac("jpeg", bundle=args.bundle or bundle_directory("jpeg"))
     rows = [row_image(panels_for(path, enhancer, args.quality), args.crop, args.zoom) for path in args.images]
-    sheet = Image.new("RGB", (max(r.width for r in rows), sum(r.height + 6 for r in rows)), "white")
-    y = 0
-    for row in rows:
-        sheet.paste(row, (0, y))
-        y += row.height + 6
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    sheet.save(args.out, optimize=True)
-    print(f"{args.out}: {sheet.width}x{sheet.height}, {args.out.stat().st_size / 1e6:.2f} MB")
+    save_sheet(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -326,6 +326,7 @@ def train_latent(
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
     config: Optional[Path] = typer.Option(None, "--config", help="The model's config file (a codec.json or perco.json) in place of the defaults."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="A trainer's own setting, KEY=VALUE (repeatable)."),
 ) -> None:
     """Train (or resume) a model over cached latents: the latent prior, or a latent codec's networks."""
     from .train.latent_request import LatentTrainingRequest, cached_latents, train_latent_model
@@ -336,6 +337,7 @@ def train_latent(
         latent_files=cached_latents(data, cache, autoencoder, log=typer.echo),
         val_files=cached_latents(val or [], cache.with_name(cache.name + "-val"), autoencoder, log=typer.echo),
         autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from, config=config,
+        options=_key_values(option or [], "--option"),
     )
     options = TrainerOptions(out=out, steps=steps, minutes=minutes, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed)
     typer.echo(f"bundle: {train_latent_model(model, request, options, log=typer.echo)}")
@@ -472,16 +474,23 @@ def _number_list(text: str, option: str) -> list[int | float]:
     return [_quality(part) for part in parts]
 
 
-def _codec_options(pairs: list[str] | None) -> dict:
-    options: dict = {}
-    for pair in pairs or []:
+def _key_values(pairs: list[str], option: str) -> dict[str, str]:
+    values = {}
+    for pair in pairs:
         key, separator, value = pair.partition("=")
         if not separator or not key.strip():
-            raise typer.BadParameter(f"{pair!r}: expected KEY=VALUE")
+            raise typer.BadParameter(f"{option} {pair!r}: expected KEY=VALUE")
+        values[key.strip()] = value
+    return values
+
+
+def _codec_options(pairs: list[str] | None) -> dict:
+    options: dict = {}
+    for key, value in _key_values(pairs or [], "--codec-option").items():
         try:
-            options[key.strip()] = _quality(value)
+            options[key] = _quality(value)
         except typer.BadParameter:
-            options[key.strip()] = value
+            options[key] = value
     return options
 
 

@@ -18,9 +18,9 @@ PERTURBATION = 0.3  # in normalised units: small enough to stay near-linear, lar
 
 
 @torch.no_grad()
-def channel_weights(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+def pixel_sensitivity(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
     """Per channel of `latents` (N x C x h x w, normalised): the pixel MSE a unit of latent MSE in
-    that channel causes, through `decode` (normalised latent -> image), scaled to mean 1."""
+    that channel causes, through `decode` (normalised latent -> image)."""
     generator = torch.Generator().manual_seed(seed)
     reference = decode(latents).float()
     sensitivity = torch.empty(latents.shape[1])
@@ -29,4 +29,10 @@ def channel_weights(decode: Callable[[torch.Tensor], torch.Tensor], latents: tor
         perturbed = latents.clone()
         perturbed[:, channel] += noise
         sensitivity[channel] = (decode(perturbed).float() - reference).pow(2).mean() / noise.pow(2).mean()
+    return sensitivity
+
+
+def channel_weights(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
+    """`pixel_sensitivity` scaled to mean 1."""
+    sensitivity = pixel_sensitivity(decode, latents, seed=seed)
     return sensitivity / sensitivity.mean()

@@ -7,7 +7,7 @@ plugin's `enhance.trainers` entry point) turns this request into a `TrainingTask
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import torch
@@ -31,6 +31,7 @@ class LatentTrainingRequest:
     seed: int = 0
     init_from: Path | None = None
     config: Path | None = None  # the model's config file, for a run that does not start from defaults
+    options: dict[str, str] = field(default_factory=dict)  # trainer-specific settings (`--option KEY=VALUE`)
 
 
 @dataclass
@@ -55,7 +56,25 @@ class PriorCodecTaskOptions:
         )
         if request.config is not None:
             options.config = type(options.config).load(request.config)
+        options.apply(request.options)
         return options
+
+    def apply(self, settings: dict[str, str]) -> None:
+        """Sets the trainer-specific fields named in `settings`, converting each to its field's type."""
+        from ..errors import EnhanceError
+
+        own = {f.name: f for f in fields(self) if f.name not in {f.name for f in fields(PriorCodecTaskOptions)}}
+        for key, text in settings.items():
+            if key not in own or own[key].name == "config":
+                names = ", ".join(sorted(set(own) - {"config"})) or "none"
+                raise EnhanceError(f"--option {key}: this trainer has no such option (it has: {names})")
+            kind = type(getattr(self, key))
+            try:
+                setattr(self, key, kind(text))
+            except ValueError:
+                raise EnhanceError(f"--option {key}={text}: not a {kind.__name__}") from None
+            if hasattr(self, "check_option"):
+                self.check_option(key)
 
 
 def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=print) -> list[Path]:

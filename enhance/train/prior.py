@@ -157,6 +157,8 @@ def make_task(request) -> PriorTask:
     """The `prior` trainer of `enhance train-latent` (a `LatentTrainingRequest`)."""
     if request.config is not None:
         raise EnhanceError(f"{request.config}: the prior trainer takes no config file (it trains its default UNet)")
+    if request.options:
+        raise EnhanceError(f"--option {next(iter(request.options))}: the prior trainer has no options of its own")
     return PriorTask(
         PriorTaskOptions(
             latent_files=request.latent_files, val_files=request.val_files, autoencoder=request.autoencoder,

@@ -77,3 +77,33 @@ def test_a_run_from_scratch_weighs_the_rate_in_and_a_continued_run_at_once():
     scratch, continued = (SimpleNamespace(options=SimpleNamespace(init_from=value)) for value in (None, "bundle"))
     assert [CodecTask.rate_weight(scratch, step) for step in (0, RATE_RAMP_STEPS // 2, RATE_RAMP_STEPS, 10**6)] == [0.0, 0.5, 1.0, 1.0]
     assert CodecTask.rate_weight(continued, 0) == 1.0
+
+
+def test_the_pixel_distortion_is_in_the_weighted_latent_distortions_units(tmp_path):
+    """For small white latent errors the two agree to first order, so one set of lambdas serves both."""
+    import torch
+
+    from enhance.train.latent_request import cached_latents
+    from enhance_latent_diffusion.train import CodecTask, CodecTaskOptions
+
+    write_photos(tmp_path / "data", count=2, size=(96, 96))
+    tiny_prior().save_pretrained(tmp_path / "prior")
+    files = cached_latents([tmp_path / "data"], tmp_path / "cache", "taef2", log=lambda line: None)
+    task = CodecTask(CodecTaskOptions(latent_files=files, prior=tmp_path / "prior", crop=8, distortion="pixels"))
+    latent = task.prior.normalise(task.sampler.batch(4))
+    noisy = latent + 0.05 * torch.randn(latent.shape, generator=torch.Generator().manual_seed(0))
+    ratio = task.distortion(noisy, latent).mean() / task.weighted_mse(noisy, latent).mean()
+    assert 0.5 < ratio < 2, ratio
+
+
+def test_trainer_options_are_checked_by_name_and_value(tmp_path):
+    write_photos(tmp_path / "data", count=1)
+    tiny_prior().save_pretrained(tmp_path / "prior")
+    common = ["train-latent", "latent-diffusion", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "o"), "--prior", str(tmp_path / "prior")]
+    unknown = CliRunner().invoke(app, [*common, "--option", "colour=blue"])
+    assert unknown.exit_code != 0 and "no such option" in unknown.output + str(unknown.exception)
+    assert "distortion" in unknown.output + str(unknown.exception)  # it lists what it has
+    bad = CliRunner().invoke(app, [*common, "--option", "distortion=ssim"])
+    assert bad.exit_code != 0 and "must be one of latent, pixels" in bad.output + str(bad.exception)
+    prior = CliRunner().invoke(app, ["train-latent", "prior", "--data", str(tmp_path / "data"), "--out", str(tmp_path / "p"), "-o", "distortion=pixels"])
+    assert prior.exit_code != 0 and "no options of its own" in prior.output + str(prior.exception)

@@ -63,18 +63,20 @@ class PriorCodecTaskOptions:
         """Sets the trainer-specific fields named in `settings`, converting each to its field's type."""
         from ..errors import EnhanceError
 
-        own = {f.name: f for f in fields(self) if f.name not in {f.name for f in fields(PriorCodecTaskOptions)}}
+        shared = {f.name for f in fields(PriorCodecTaskOptions)} | {"config"}
+        own = sorted(f.name for f in fields(self) if f.name not in shared)
         for key, text in settings.items():
-            if key not in own or own[key].name == "config":
-                names = ", ".join(sorted(set(own) - {"config"})) or "none"
-                raise EnhanceError(f"--option {key}: this trainer has no such option (it has: {names})")
+            if key not in own:
+                raise EnhanceError(f"--option {key}: this trainer has no such option (it has: {', '.join(own) or 'none'})")
             kind = type(getattr(self, key))
             try:
                 setattr(self, key, kind(text))
             except ValueError:
                 raise EnhanceError(f"--option {key}={text}: not a {kind.__name__}") from None
-            if hasattr(self, "check_option"):
-                self.check_option(key)
+            self.check_option(key)
+
+    def check_option(self, key: str) -> None:
+        """Raises `EnhanceError` when the option `key` has a value this trainer cannot use."""
 
 
 def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=print) -> list[Path]:

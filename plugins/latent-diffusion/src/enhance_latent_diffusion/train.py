@@ -82,22 +82,25 @@ class CodecTask:
         """Per image: the latent MSE with each channel weighted by its pixel sensitivity."""
         return ((reconstruction - latent).pow(2) * self.channel_weights.to(latent.device)).mean(dim=(1, 2, 3))
 
-    def pixel_mse(self, reconstruction: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
-        """Per image: the MSE between the decoded images of `reconstruction` and `latent` (normalised
-        latents; [0, 1] pixels, unclamped so that the gradient does not vanish outside that range)."""
+    def decoded(self, latent: torch.Tensor) -> torch.Tensor:
+        """The decoder's image of a normalised latent: [0, 1] pixels, unclamped so that the gradient
+        does not vanish outside that range."""
         from enhance.compute import autocast
 
         decoder = self.autoencoder.decoder.to(latent.device)
         std, mean = self.prior.std.to(latent.device), self.prior.mean.to(latent.device)
         with autocast(latent.device):
-            with torch.no_grad():
-                target = decoder(latent * std + mean)
-            decoded = decoder(reconstruction * std + mean)
-        return (decoded.float() - target.float()).pow(2).mean(dim=(1, 2, 3))
+            return decoder(latent * std + mean).float()
+
+    def pixel_mse(self, reconstruction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Per image: the MSE between the decoded image of `reconstruction` and `target` pixels."""
+        return (self.decoded(reconstruction) - target).pow(2).mean(dim=(1, 2, 3))
 
     def distortion(self, reconstruction: torch.Tensor, latent: torch.Tensor) -> torch.Tensor:
         if self.options.distortion == "pixels":
-            return self.pixel_mse(reconstruction, latent) / self.pixel_scale
+            with torch.no_grad():
+                target = self.decoded(latent)
+            return self.pixel_mse(reconstruction, target) / self.pixel_scale
         return self.weighted_mse(reconstruction, latent)
 
     def build(self, config: dict) -> LatentDiffusionCodecModel:
@@ -135,6 +138,7 @@ class CodecTask:
         if self.val_batch is None:
             return {}
         latent = self._normalised(self.val_batch, model.base_log_step.device)
+        target = self.decoded(latent)  # the same for every level
         metrics = {}
         for level in range(model.config.levels):
             levels = torch.full((latent.shape[0],), level, device=latent.device)
@@ -142,7 +146,7 @@ class CodecTask:
             metrics[f"L{level + 1}"] = {
                 "bpp": round(float(bits.mean()) / PIXELS_PER_POSITION, 4),
                 "mse": round(float(self.weighted_mse(reconstruction, latent).mean()), 4),
-                "pixel_psnr": round(float(-10 * self.pixel_mse(reconstruction, latent).mean().log10()), 2),
+                "pixel_psnr": round(float(-10 * self.pixel_mse(reconstruction, target).mean().log10()), 2),
             }
         return metrics
 

@@ -206,6 +206,10 @@ def train(
     energy_weight: float = typer.Option(
         1.0, "--energy-weight", help="Weight of the local fine-band energy term in the realism steps (0: off).",
     ),
+    patch_distribution_weight: float = typer.Option(
+        0.0, "--patch-distribution-weight",
+        help="Weight of the patch-distribution (sliced Wasserstein) texture term in the realism steps (0: off).",
+    ),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
@@ -219,8 +223,10 @@ def train(
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
-        schedule_steps=schedule_steps, adversarial=AdversarialOptions(weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight)
-        if adversarial else None,
+        schedule_steps=schedule_steps, adversarial=AdversarialOptions(
+            weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
+            patch_distribution_weight=patch_distribution_weight,
+        ) if adversarial else None,
     )
     bundle = run_training(options, log=typer.echo)
     typer.echo(f"bundle: {bundle}")

@@ -490,10 +490,10 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     received = []
     monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)
     arguments = ["train", "--data", str(photo_folder), "--out", str(tmp_path / "run"), "--schedule-steps", "4"]
-    realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1"]
+    realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
     assert CliRunner().invoke(app, arguments + realism).exit_code == 0
     assert CliRunner().invoke(app, arguments).exit_code == 0
-    assert received[0].adversarial == AdversarialOptions(weight=0.7, fine_mse_weight=0.1)
+    assert received[0].adversarial == AdversarialOptions(weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0)
     assert received[1].adversarial is None and received[1].schedule_steps == 4
 
 
@@ -515,3 +515,27 @@ def test_the_texture_energy_term_measures_the_fine_band_as_the_metric_does_and_w
     missing = texture_energy_loss(flat, textured_right)
     assert missing > 0.02
     assert texture_energy_loss(textured_left, textured_right) == pytest.approx(2 * missing.item(), rel=0.1)
+
+
+def test_the_patch_distribution_term_prefers_the_originals_structure_to_blur_or_noise_and_ignores_position():
+    from enhance.train.adversarial import patch_distribution_loss
+
+    unit = lambda a: torch.from_numpy(np.array(a)).permute(2, 0, 1)[None].float().div(127.5).sub(1)  # noqa: E731
+    photo = np.asarray(Image.open(Path(__file__).parents[1] / "examples" / "astronaut-q15.jpg").convert("RGB"))
+    original = photo[64:192, 128:256]
+    blurred = np.asarray(Image.fromarray(original).resize((64, 64)).resize((128, 128), Image.Resampling.BICUBIC))
+    torch.manual_seed(0)
+    assert patch_distribution_loss(unit(original), unit(original)).item() == pytest.approx(0.0, abs=1e-6)
+    # The same texture elsewhere (a circular shift) is close; blur is far; white noise of the
+    # right strength on the blurred image does not bring it close.
+    shifted = patch_distribution_loss(unit(np.roll(original, 24, axis=1)), unit(original)).item()
+    blur = patch_distribution_loss(unit(blurred), unit(original)).item()
+    missing = unit(original) - unit(blurred)
+    noisy = unit(blurred) + missing.std() * torch.randn_like(missing)
+    noise = patch_distribution_loss(noisy, unit(original)).item()
+    assert shifted < 0.5 * blur
+    assert noise > 0.6 * blur and noise > 2 * shifted
+    # It trains: the gradient reaches the output.
+    output = unit(blurred).requires_grad_(True)
+    patch_distribution_loss(output, unit(original)).backward()
+    assert output.grad.abs().sum() > 0

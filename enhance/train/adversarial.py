@@ -21,6 +21,7 @@ drowns the other whatever their raw scales.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -45,6 +46,9 @@ class AdversarialOptions:
     # as strong as the original's, where the original has it. Without it, 1,750 steps of the
     # discriminator alone moved the fine-band energy at q10 only from 0.63 to 0.67 of the original's.
     energy_weight: float = 1.0
+    # Weight of the patch-distribution term (`patch_distribution_loss`): the output's local
+    # structure distributed as the original's, band by band (0: off).
+    patch_distribution_weight: float = 0.0
     lr: float = 1e-4
     # Samples of each batch trained at the first step with plain MSE (the fidelity end).
     fidelity_share: float = 0.25
@@ -138,6 +142,58 @@ def texture_energy_loss(output: torch.Tensor, original: torch.Tensor, window: in
     for _ in range(levels):
         (band_out, output), (band_orig, original) = _band_and_down(output), _band_and_down(original)
         loss = loss + F.l1_loss(rms(band_out), rms(band_orig))
+    return loss
+
+
+PATCH = 7
+
+
+def _colour_bands(images: torch.Tensor, levels: int) -> list[torch.Tensor]:
+    """The `levels` finest Laplacian bands of every channel (N x C x H x W each, finest first)."""
+    n, c = images.shape[:2]
+    planes = images.float().reshape(n * c, 1, *images.shape[2:])
+    bands = []
+    for _ in range(levels):
+        band, planes = _band_and_down(planes)
+        bands.append(band.reshape(n, c, *band.shape[2:]))
+    return bands
+
+
+def _sorted_projections(band: torch.Tensor, directions: torch.Tensor, stride: int, offset: tuple[int, int]) -> torch.Tensor:
+    """Each image's 7x7xC patches on a grid of `stride` from `offset`, projected on the unit
+    `directions` (D x C x 7 x 7, so a convolution) and sorted over the patches: N x D x patches."""
+    projections = F.conv2d(band[..., offset[0] :, offset[1] :], directions, stride=stride)
+    return torch.sort(projections.flatten(2), dim=2).values
+
+
+def patch_distribution_loss(
+    output: torch.Tensor, original: torch.Tensor, levels: int = 2, directions: int = 32, patches: int = 1024
+) -> torch.Tensor:
+    """Sliced Wasserstein distance between the sets of 7x7 colour patches of the output's and the
+    original's Laplacian bands, per image, summed over the `levels` finest bands.
+
+    The texture loss of Heitz et al. ("A Sliced Wasserstein Loss for Neural Texture Synthesis",
+    CVPR 2021), here on pyramid patches instead of VGG features (none can be had), and per
+    training crop, so each output is held to its own original's local statistics. Position-free,
+    like `texture_energy_loss`, but it asks for the original's patch structure (edges, their
+    orientations, the joint statistics of neighbouring samples and colours), not only its
+    strength: white noise of the right strength does not match it. Bands are divided by the
+    original's per-channel spread over the batch, so every band counts alike. Fresh random
+    directions at every call, and patches on a grid (random offset) coarse enough to keep at most
+    `patches` of them per image: the cost is in the projections and above all in the sort
+    (torch's CPU sort of 64 directions x 3,700 patches x 6 crops took 0.36 s, longer than the
+    enhancer's own step).
+    """
+    loss = output.new_zeros((), dtype=torch.float32)
+    for band_out, band_orig in zip(_colour_bands(output, levels), _colour_bands(original, levels), strict=True):
+        scale = band_orig.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-4).detach()
+        channels, height, width = band_out.shape[1:]
+        basis = F.normalize(torch.randn(directions, channels * PATCH * PATCH, device=output.device), dim=1)
+        basis = basis.view(directions, channels, PATCH, PATCH)
+        stride = max(1, math.ceil(((height - PATCH + 1) * (width - PATCH + 1) / patches) ** 0.5))
+        offset = tuple(int(i) for i in torch.randint(0, stride, (2,)))
+        target = _sorted_projections(band_orig.detach() / scale, basis, stride, offset)
+        loss = loss + (_sorted_projections(band_out / scale, basis, stride, offset) - target).abs().mean()
     return loss
 
 

@@ -36,6 +36,7 @@ from .adversarial import (
     discriminator_loss,
     feature_matching_loss,
     generator_loss,
+    patch_distribution_loss,
     texture_energy_loss,
 )
 from .data import DEGRADATIONS, CropSampler, load_rgb
@@ -322,11 +323,13 @@ class _Adversary:
         disc.requires_grad_(False)
         fake_logits, fake_features = disc(output, x_hat)
         energy = texture_energy_loss(output, original)
+        distribution = patch_distribution_loss(output, original) if self.options.patch_distribution_weight else energy.new_zeros(())
         reconstruction = (
             coarse_mse(prediction, residual)
             + self.options.fine_mse_weight * torch.mean((prediction - residual) ** 2)
             # In the residual's scaled units, as the two MSE terms are.
             + self.options.energy_weight * scale * energy
+            + self.options.patch_distribution_weight * distribution
         )
         adversarial = generator_loss(fake_logits.float()) + self.options.feature_matching * feature_matching_loss(real_features, fake_features)
         last = (model.refiner.conv2 if model.refiner is not None else model.head).weight
@@ -334,7 +337,7 @@ class _Adversary:
         return {
             "total": reconstruction + weight * adversarial,
             "reconstruction": reconstruction.item(), "adversarial": adversarial.item(),
-            "energy": energy.item(),
+            "energy": energy.item(), "patch_distribution": distribution.item(),
             "adaptive_weight": weight.item(), "d_loss": d_loss.item(),
             "d_real": real_logits.float().mean().item(), "d_fake": fake_logits.float().mean().item(),
         }

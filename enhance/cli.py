@@ -316,6 +316,7 @@ def _stop_on_sigterm(stack) -> list[int]:
 def train_latent(
     model: str = typer.Argument(..., help="What to train: prior, or a plugin's trainer (latent-diffusion, perco)."),
     data: list[Path] = typer.Option(..., "--data", help="Training image folders (repeatable)."),
+    every: int = typer.Option(1, "--every", min=1, help="Train on every Nth image of each --data folder (a subset that keeps each folder's share)."),
     out: Path = typer.Option(..., "--out", help="Run directory: checkpoint, log and bundle; resumes if present."),
     val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation image folders (repeatable)."),
     cache: Optional[Path] = typer.Option(None, "--cache", help="Latent cache folder (default: OUT/../latents-AUTOENCODER)."),
@@ -340,7 +341,7 @@ def train_latent(
 
     cache = cache or out.parent / f"latents-{autoencoder}"
     request = LatentTrainingRequest(
-        latent_files=cached_latents(data, cache, autoencoder, log=typer.echo),
+        latent_files=cached_latents(data, cache, autoencoder, every=every, log=typer.echo),
         val_files=cached_latents(val or [], cache.with_name(cache.name + "-val"), autoencoder, log=typer.echo),
         autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from, config=config,
         options=_key_values(option or [], "--option"),

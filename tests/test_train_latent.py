@@ -88,13 +88,25 @@ def test_the_snr_floor_keeps_the_noisiest_steps_in_the_loss():
     assert torch.allclose(floored, plain)
 
 
-def test_channel_weights_are_each_channels_pixel_sensitivity():
-    """Through a linear decoder that scales channel c by a_c, a channel's weight is a_c^2 over the mean of a^2."""
+def test_pixel_sensitivity_is_each_channels_squared_gain():
+    """Through a linear decoder that scales channel c by a_c, a unit of latent MSE in c costs a_c^2 of pixel MSE."""
     import torch
 
-    from enhance.latent.sensitivity import channel_weights
+    from enhance.latent.sensitivity import pixel_sensitivity
 
     scale = torch.tensor([0.1, 1.0, 3.0, 0.5])
     decode = lambda latent: (latent * scale.view(1, -1, 1, 1)).sum(dim=1, keepdim=True)
-    weights = channel_weights(decode, torch.randn(2, 4, 16, 16))
-    assert torch.allclose(weights, scale**2 / (scale**2).mean(), rtol=1e-4)
+    assert torch.allclose(pixel_sensitivity(decode, torch.randn(2, 4, 16, 16)), scale**2, rtol=1e-4)
+
+
+def test_every_nth_image_of_each_folder_is_cached_with_the_names_a_full_run_uses(tmp_path):
+    from enhance.train.latent_request import cached_latents
+
+    write_photos(tmp_path / "data" / "a", count=5, size=(32, 32))
+    write_photos(tmp_path / "data" / "b", count=2, size=(32, 32), seed=1)
+    third = cached_latents([tmp_path / "data"], tmp_path / "cache", "taef2", every=3, log=lambda line: None)
+    assert [p.name for p in third] == ["a__p0.safetensors", "a__p3.safetensors", "b__p0.safetensors"]
+    everything = cached_latents([tmp_path / "data"], tmp_path / "cache", "taef2", log=lambda line: None)
+    assert len(everything) == 7 and set(third) <= set(everything)
+    result = CliRunner().invoke(app, ["train-latent", "prior", "--data", str(tmp_path / "data"), "--every", "0", "--out", str(tmp_path / "o")])
+    assert result.exit_code != 0 and "--every" in result.output

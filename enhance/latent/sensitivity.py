@@ -31,8 +31,3 @@ def pixel_sensitivity(decode: Callable[[torch.Tensor], torch.Tensor], latents: t
         sensitivity[channel] = (decode(perturbed).float() - reference).pow(2).mean() / noise.pow(2).mean()
     return sensitivity
 
-
-def channel_weights(decode: Callable[[torch.Tensor], torch.Tensor], latents: torch.Tensor, *, seed: int = 0) -> torch.Tensor:
-    """`pixel_sensitivity` scaled to mean 1."""
-    sensitivity = pixel_sensitivity(decode, latents, seed=seed)
-    return sensitivity / sensitivity.mean()

@@ -11,6 +11,21 @@ from PIL import Image
 from ..image import find_images  # noqa: F401  (train/latents.py imports it from here)
 
 
+def every_nth_per_folder(paths: list[Path], n: int) -> list[Path]:
+    """The first, (n+1)-th, (2n+1)-th ... of each folder's images, in the given order: a subset that
+    keeps every source folder's share (the training folders are different collections)."""
+    if n < 1:
+        raise ValueError(f"every: a whole number from 1, not {n}")
+    seen: dict[Path, int] = {}
+    kept = []
+    for path in paths:
+        index = seen.get(path.parent, 0)
+        seen[path.parent] = index + 1
+        if index % n == 0:
+            kept.append(path)
+    return kept
+
+
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))

@@ -79,15 +79,16 @@ class PriorCodecTaskOptions:
         """Raises `EnhanceError` when the option `key` has a value this trainer cannot use."""
 
 
-def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, log=print) -> list[Path]:
-    """The latent cache files of every image under `roots`, encoding what is not cached yet."""
+def cached_latents(roots: list[Path], cache: Path, autoencoder: str, *, every: int = 1, log=print) -> list[Path]:
+    """The latent cache files of every image under `roots` (or of every `every`-th of each folder),
+    encoding what is not cached yet."""
     from ..latent import load_autoencoder
 
     if not roots:
         return []
     dtype = fast_dtype("cpu") if not torch.cuda.is_available() else torch.float16
     model = load_autoencoder(autoencoder, device="cuda" if torch.cuda.is_available() else "cpu", dtype=dtype)
-    return cache_latents(model, roots, cache, max_side=DEFAULT_MAX_SIDE, log=log)
+    return cache_latents(model, roots, cache, max_side=DEFAULT_MAX_SIDE, every=every, log=log)
 
 
 def train_latent_model(name: str, request: LatentTrainingRequest, options: TrainerOptions, *, log=print) -> Path:

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..latent import LatentAutoencoder, encode_image
-from .data import find_images, load_rgb
+from .data import every_nth_per_folder, find_images, load_rgb
 
 VERSION = 1
 
@@ -35,8 +35,11 @@ def _window(image: np.ndarray, max_side: int | None, key: str) -> np.ndarray:
     return image[y : y + max_side, x : x + max_side]
 
 
-def cache_latents(autoencoder: LatentAutoencoder, roots: list[Path], out: Path, *, max_side: int | None = None, log=print) -> list[Path]:
-    """Encodes every image under `roots` and its left-right mirror into `out`; returns the cache files.
+def cache_latents(
+    autoencoder: LatentAutoencoder, roots: list[Path], out: Path, *, max_side: int | None = None, every: int = 1, log=print
+) -> list[Path]:
+    """Encodes every image under `roots` (or every `every`-th of each folder) and its left-right
+    mirror into `out`; returns the cache files.
 
     With `max_side`, larger photos contribute one window of that size (encoding every pixel of
     the big photos costs the 2-core CPU most of an hour, for crops a budgeted run never draws)."""
@@ -45,7 +48,7 @@ def cache_latents(autoencoder: LatentAutoencoder, roots: list[Path], out: Path, 
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for root in roots:
-        for index, image_path in enumerate(find_images([Path(root)])):
+        for index, image_path in enumerate(every_nth_per_folder(find_images([Path(root)]), every)):
             target = out / cache_name(image_path, Path(root))
             files.append(target)
             if target.exists():

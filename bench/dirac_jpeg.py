@@ -9,7 +9,8 @@ n in 2, 4, 10, 20 up to the model's schedule length (and that length): early sto
 trajectory, so each image is sampled once.
 Metrics: bpp, PSNR (RGB), PSNR-B, MS-SSIM, SSIMULACRA2, the fine-band energy against the
 original's (hf-energy-ratio, 1.0 = as much fine detail), and SWD (sliced Wasserstein distance
-between Laplacian-pyramid patch sets of originals and outputs; lower is more real).
+between Laplacian-pyramid patch sets of originals and outputs; lower is more real), also per
+pyramid level (swd-by-level, finest first) in the JSON.
 The realism default is the n with the lowest mean SWD over qualities 5-20 among those
 whose PSNR is not below JPEG's at any of them; --set-default writes it to the bundle.
 """
@@ -34,7 +35,8 @@ from enhance.consistency import project_to_jpeg
 from enhance.enhance_one import CodedImage
 from enhance.enhancers import bundle_directory, load_dirac
 from enhance.enhancers.dirac import DiracConfig
-from enhance.metrics import FULL_REFERENCE, swd
+from enhance.metrics import FULL_REFERENCE
+from enhance.metrics.sliced_wasserstein import swd_by_level
 from enhance.image import find_images
 
 METRICS = ("psnr-rgb", "psnr-b", "ms-ssim-rgb", "ssimulacra2", "hf-energy-ratio")
@@ -102,7 +104,9 @@ def main() -> None:
         for row in rows:
             summary[row] = {metric: float(np.mean(values)) for metric, values in per_row[row].items()}
             summary[row]["bpp"] = float(np.mean(bpps))
-            summary[row]["swd"] = float(swd(references, outputs[row]))
+            levels = swd_by_level(references, outputs[row])
+            summary[row]["swd"] = float(np.mean(levels))
+            summary[row]["swd-by-level"] = [round(float(v), 2) for v in levels]
         results[str(quality)] = {
             "rows": summary,
             "seconds_per_image": {k: round(statistics.mean(v), 3) for k, v in seconds.items()},

@@ -194,19 +194,64 @@ def check_enhancer(enhancer, *, rate: float | None = None, stops: Sequence[int] 
         assert np.array_equal(outputs[count], alone), f"{enhancer.name}: stop {count} of one trajectory differs from {count} steps alone"
 
 
-def tiny_prior(channels: int = 32):
-    """A `LatentPrior` over TAEF2 latents with a tiny random UNet and the identity normalisation."""
+def tiny_prior(channels: int = 32, *, cross_attention_dim: int | None = None, context=None):
+    """A `LatentPrior` over TAEF2 latents with a tiny random UNet and the identity normalisation.
+
+    With `cross_attention_dim`, the UNet is a text-conditioned UNet2DConditionModel (Stable
+    Diffusion's kind), given `context` (1 x tokens x dim: the empty prompt) as its fixed input."""
     from .priors import LatentPrior, PriorConfig
     from .priors.prior import build_unet
     from .train.prior import SCHEDULER
 
+    if cross_attention_dim is None:
+        blocks = {"_class_name": "UNet2DModel", "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"]}
+    else:
+        blocks = {
+            "_class_name": "UNet2DConditionModel", "cross_attention_dim": cross_attention_dim,
+            "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"], "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        }
     unet = build_unet({
-        "_class_name": "UNet2DModel", "in_channels": channels, "out_channels": channels,
-        "block_out_channels": [8, 16], "layers_per_block": 1,
-        "down_block_types": ["DownBlock2D", "AttnDownBlock2D"], "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
-        "attention_head_dim": 8, "norm_num_groups": 4,
+        **blocks, "in_channels": channels, "out_channels": channels,
+        "block_out_channels": [8, 16], "layers_per_block": 1, "attention_head_dim": 8, "norm_num_groups": 4,
     })
-    return LatentPrior(unet, SCHEDULER, PriorConfig("taef2", [0.0] * channels, [1.0] * channels))
+    return LatentPrior(unet, SCHEDULER, PriorConfig("taef2", [0.0] * channels, [1.0] * channels), context=context)
+
+
+def tiny_text_encoder(directory: Path, hidden_size: int = 16) -> Path:
+    """A text-encoder bundle (`enhance.priors.text_encoder` layout) with a tiny random CLIP text
+    model and a byte-level vocabulary without merges (each byte a token); returns `directory`."""
+    import json
+
+    import torch
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from .train.trainer import atomic_save
+
+    symbols = _byte_symbols()
+    vocab = {token: index for index, token in enumerate(symbols + [s + "</w>" for s in symbols] + ["<|startoftext|>", "<|endoftext|>"])}
+    (directory / "tokenizer").mkdir(parents=True, exist_ok=True)
+    (directory / "tokenizer" / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "tokenizer" / "merges.txt").write_text("#version: 0.2\n")
+    config = CLIPTextConfig(
+        vocab_size=len(vocab), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=1,
+        num_attention_heads=2, max_position_embeddings=16, bos_token_id=vocab["<|startoftext|>"], eos_token_id=vocab["<|endoftext|>"],
+    )
+    torch.manual_seed(0)
+    model = CLIPTextModel(config)
+    (directory / "text_encoder").mkdir(exist_ok=True)
+    (directory / "text_encoder" / "config.json").write_text(config.to_json_string())
+    # Named as the published files name them (see enhance.priors.text_encoder).
+    state = {f"text_model.{key}": value for key, value in model.state_dict().items()}
+    atomic_save(state, directory / "text_encoder" / "model.safetensors", {"format": "pt"})
+    return directory
+
+
+def _byte_symbols() -> list[str]:
+    """GPT-2's printable stand-ins for the 256 byte values, which byte-level BPE vocabularies use."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    stand_in = {b: chr(b) for b in printable} | {b: chr(256 + i) for i, b in enumerate(others)}
+    return [stand_in[b] for b in range(256)]
 
 
 def bundle_folder_with_taef2(directory: Path) -> Path:
@@ -231,4 +276,5 @@ __all__ = [
     "check_round_trip",
     "sample_image",
     "tiny_prior",
+    "tiny_text_encoder",
 ]

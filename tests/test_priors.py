@@ -109,3 +109,44 @@ def test_timestep_for_noise_matches_the_schedule(latent_files):
     for t in (10, 300, 900):
         sigma = float(((1 - alpha[t]) / alpha[t]).sqrt())
         assert int(prior.timestep_for_noise(sigma)[0]) == t
+
+
+def test_a_text_conditioned_prior_keeps_its_empty_prompt_through_save_and_load(tmp_path):
+    from enhance.priors.text_encoder import TextEncoder
+    from enhance.testing import tiny_prior, tiny_text_encoder
+
+    text_encoder = TextEncoder.from_pretrained(tiny_text_encoder(tmp_path / "text"))
+    prior = tiny_prior(cross_attention_dim=text_encoder.hidden_size, context=text_encoder.encode([""]))
+    prior.save_pretrained(tmp_path / "prior")
+    loaded = LatentPrior.from_pretrained(tmp_path / "prior")
+    noisy, timesteps = torch.randn(1, 32, 6, 5), torch.tensor([500])
+    with torch.no_grad():
+        expected = prior.model_output(noisy, timesteps)
+        # The bundle stores the UNet in float16.
+        assert torch.allclose(loaded.model_output(noisy, timesteps), expected, atol=2e-3)
+        other_prompt = loaded.model_output(noisy, timesteps, encoder_hidden_states=text_encoder.encode(["a boat"]))
+    assert not torch.allclose(other_prompt, expected, atol=2e-2)
+
+
+def test_text_encoder_bundles_load_strictly_and_name_the_bad_file(tmp_path):
+    from safetensors.torch import load_file
+
+    from enhance.priors.text_encoder import TextEncoder
+    from enhance.testing import tiny_text_encoder
+
+    bundle = tiny_text_encoder(tmp_path / "text")
+    weights = bundle / "text_encoder" / "model.safetensors"
+    tensors = load_file(str(weights))
+    # Older transformers releases saved the position ids; they are accepted and ignored.
+    save_file({**tensors, "text_model.embeddings.position_ids": torch.arange(16)[None]}, str(weights))
+    assert TextEncoder.from_pretrained(bundle).encode(["hi"]).shape == (1, 16, 16)
+    tensors.pop("text_model.final_layer_norm.weight")
+    save_file(tensors, str(weights))
+    with pytest.raises(WeightsError, match="model.safetensors: weights do not match.*final_layer_norm"):
+        TextEncoder.from_pretrained(bundle)
+    (bundle / "tokenizer" / "merges.txt").write_text("#version: 0.2\na b c\n")
+    with pytest.raises(WeightsError, match="merges.txt: each merge is two symbols"):
+        TextEncoder.from_pretrained(bundle)
+    (bundle / "tokenizer" / "vocab.json").write_text("[1, 2]")
+    with pytest.raises(WeightsError, match="vocab.json: the vocabulary must map"):
+        TextEncoder.from_pretrained(bundle)

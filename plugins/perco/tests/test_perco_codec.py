@@ -81,6 +81,36 @@ def test_a_caption_travels_compressed(perco_bundle):
     assert payload.caption == "a red boat on a lake at dusk"
 
 
+def test_a_decoder_without_text_cross_attention_leaves_the_caption_unread(codec):
+    image = photo(40, 56)
+    plain = codec.decode(codec.encode(image, 2), steps=2)
+    assert np.array_equal(plain, codec.decode(codec.encode(image, 2, caption="a red boat"), steps=2))
+
+
+def test_a_text_conditioned_decoder_reads_the_caption(tmp_path):
+    codec = PercoCodec(bundle=make_bundle(tmp_path / "bundle", reads_captions=True), device="cpu")
+    image = photo(40, 56)
+    boat = codec.decode(codec.encode(image, 2, caption="a red boat"), steps=2)
+    assert np.array_equal(boat, codec.decode(codec.encode(image, 2, caption="a red boat"), steps=2))
+    assert not np.array_equal(boat, codec.decode(codec.encode(image, 2, caption="a snowy mountain"), steps=2))
+    # No caption is the empty prompt, which is also what guidance's unconditional branch sees.
+    assert np.array_equal(codec.decode(codec.encode(image, 2), steps=2), codec.decode(codec.encode(image, 2, caption=""), steps=2))
+
+
+def test_a_text_encoder_of_another_width_than_the_decoder_attends_to_is_refused(tmp_path):
+    import shutil
+
+    from enhance.errors import WeightsError
+    from enhance.testing import tiny_text_encoder
+    from perco_bundle import TEXT_ENCODER
+
+    bundle = make_bundle(tmp_path / "bundle", reads_captions=True)
+    shutil.rmtree(bundle / TEXT_ENCODER)
+    tiny_text_encoder(bundle / TEXT_ENCODER, hidden_size=8)
+    with pytest.raises(WeightsError, match="cross-attends to 16 channels.*gives 8"):
+        PercoCodec(bundle=bundle, device="cpu").encode(photo(16, 16), 1)
+
+
 def test_the_decode_takes_its_colour_from_the_sent_channel_statistics(codec):
     # The tiny random decoder knows nothing of colour; the statistics alone must carry it.
     red, blue = np.zeros((64, 96, 3), np.uint8), np.zeros((64, 96, 3), np.uint8)

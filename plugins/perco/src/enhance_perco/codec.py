@@ -5,9 +5,10 @@ resolution (1/8 to 1/64 of the image) and a global code, each an index into a co
 with log2(V) bits apiece; each latent channel's mean and standard deviation in a byte
 (`statistics.py`); an optional caption travels zlib-compressed.
 Receiver: DDIM from pure noise over the whole schedule, the UNet conditioned on the
-nearest-upsampled local codes and on the level and global code, with classifier-free guidance
-on the global code (`guidance`, 1 = off), each step's clean estimate projected onto the sent
-channel statistics; 20 steps below 0.05 bpp and 5 above by default.
+nearest-upsampled local codes and on the level and global code (and, for a decoder with text
+cross-attention and a text encoder named in perco.json, on the caption, as the paper does), with
+classifier-free guidance on the global code and caption (`guidance`, 1 = off), each step's clean
+estimate projected onto the sent channel statistics; 20 steps below 0.05 bpp and 5 above by default.
 Seeded: the same bytes and seed give the same image.
 """
 
@@ -61,7 +62,8 @@ class PercoCodec:
         if self._identity is None:
             directory = bundle_folder(self._bundle, BUNDLE, LOCK)
             config = PercoConfig.load(directory / "perco.json")
-            self._identity = weights_identity([directory, component_folder(directory, config.autoencoder)], self._device)
+            components = [component_folder(directory, name) for name in (config.autoencoder, config.text_encoder) if name]
+            self._identity = weights_identity([directory, *components], self._device)
         return self._identity
 
     @classmethod
@@ -71,7 +73,7 @@ class PercoCodec:
     # --- encode --------------------------------------------------------------------------
     def encode(self, image: np.ndarray, rate: float, *, caption: str | None = None) -> bytes:
         """`caption` travels zlib-compressed (at most MAX_CAPTION_BYTES of UTF-8)."""
-        config, model, autoencoder = self._parts()
+        config, model, autoencoder, _ = self._parts()
         if caption is not None and len(caption.encode("utf-8")) > bitstream.MAX_CAPTION_BYTES:
             raise EnhanceError(f"perco: the caption is longer than {bitstream.MAX_CAPTION_BYTES} bytes of UTF-8")
         level = rate_level(rate, len(config.levels), "perco")
@@ -91,7 +93,7 @@ class PercoCodec:
 
     # --- decode --------------------------------------------------------------------------
     def decode(self, data: bytes, *, steps: int | None = None, seed: int = 0) -> np.ndarray:
-        config, model, autoencoder = self._parts()
+        config, model, autoencoder, text_encoder = self._parts()
         payload = bitstream.read(
             data,
             grid=lambda level, h, w: self._grid(config, level, h, w, autoencoder.factor),
@@ -104,10 +106,10 @@ class PercoCodec:
         )
         steps = step_count(config.default_steps(payload.level) if steps is None else steps, 1, MAX_STEPS, "perco")
         with torch.no_grad():
-            latent = self._generate(payload, steps, seed, config, model, autoencoder.factor)
+            latent = self._generate(payload, steps, seed, config, model, autoencoder.factor, text_encoder)
             return decode_latent(autoencoder, model.decoder.denormalise(latent), payload.height, payload.width)
 
-    def _generate(self, payload, steps, seed, config, model: PercoModel, factor: int) -> torch.Tensor:
+    def _generate(self, payload, steps, seed, config, model: PercoModel, factor: int, text_encoder) -> torch.Tensor:
         size = (math.ceil(payload.height / factor), math.ceil(payload.width / factor))
         quantizer = model.encoder.quantizers[payload.level]
         local = quantizer.lookup(torch.from_numpy(payload.local_indices).to(self._device)).permute(2, 0, 1)[None]
@@ -117,14 +119,19 @@ class PercoCodec:
             global_codes = model.encoder.global_quantizer.lookup(torch.from_numpy(payload.global_indices).to(self._device))[None]
         conditional = model.condition_vector(payload.level, global_codes, 1)
         unconditional = model.condition_vector(payload.level, None, 1)
+        # Guidance drops the caption with the global code: the unconditional branch sees the empty prompt.
+        caption, no_caption = (None, None) if text_encoder is None else text_encoder.encode([payload.caption or "", ""]).chunk(2)
         guidance = config.guidance if self._guidance is None else self._guidance
         generator = torch.Generator().manual_seed(seed)
         noise = torch.randn((1, config.latent_channels, *size), generator=generator).to(self._device)
 
         def guide(noisy, timesteps, _):
             if guidance == 1.0:
-                return model.output(noisy, timesteps, features, conditional)
-            both = model.output(noisy.repeat(2, 1, 1, 1), timesteps.repeat(2), features.repeat(2, 1, 1, 1), torch.cat([conditional, unconditional]))
+                return model.output(noisy, timesteps, features, conditional, caption)
+            captions = None if caption is None else torch.cat([caption, no_caption])
+            both = model.output(
+                noisy.repeat(2, 1, 1, 1), timesteps.repeat(2), features.repeat(2, 1, 1, 1), torch.cat([conditional, unconditional]), captions
+            )
             with_code, without = both.chunk(2)
             return without + guidance * (with_code - without)
 
@@ -154,7 +161,8 @@ class PercoCodec:
 
 
 def load_parts(directory: Path, device) -> tuple:
-    """(config, model, autoencoder) of a PerCo bundle folder: perco.json, model.safetensors, decoder/."""
+    """(config, model, autoencoder, text encoder or None) of a PerCo bundle folder: perco.json,
+    model.safetensors, decoder/, and the components perco.json names."""
     from enhance.priors import LatentPrior
     from enhance.weights import load_file_exact
 
@@ -166,7 +174,22 @@ def load_parts(directory: Path, device) -> tuple:
     autoencoder = bundled_autoencoder(directory, config.autoencoder, device)
     if autoencoder.channels != config.latent_channels or decoder.config.autoencoder != config.autoencoder:
         raise WeightsError(f"{directory}: the decoder works on {decoder.config.autoencoder!r}, the codec on {config.autoencoder!r}")
-    return config, model, autoencoder
+    return config, model, autoencoder, caption_reader(directory, config, decoder, device)
+
+
+def caption_reader(directory: Path, config: PercoConfig, decoder, device):
+    """The text encoder perco.json names, checked against the decoder's cross-attention; None without one."""
+    if not config.text_encoder:
+        return None
+    from enhance.priors.text_encoder import TextEncoder
+
+    text_encoder = TextEncoder.from_pretrained(component_folder(directory, config.text_encoder), device=device)
+    attends_to = decoder.unet.config.get("cross_attention_dim")
+    if attends_to != text_encoder.hidden_size:
+        raise WeightsError(
+            f"{directory}: the decoder cross-attends to {attends_to} channels, the text encoder {config.text_encoder!r} gives {text_encoder.hidden_size}"
+        )
+    return text_encoder
 
 
 class _EncoderSide(torch.nn.Module):

@@ -20,6 +20,9 @@ class PercoConfig(BundleConfig):
     WHAT = "PerCo"
 
     autoencoder: str = "taef2"
+    # A text-encoder bundle (enhance.priors.text_encoder) whose output the decoder cross-attends
+    # to, as SD 2.1 does; "" for a decoder without text cross-attention (captions then travel unread).
+    text_encoder: str = ""
     levels: list[list[int]] = field(default_factory=lambda: [[8, 256], [8, 1024], [4, 256], [4, 1024], [2, 256], [2, 8192], [1, 256]])
     latent_channels: int = 32
     code_dim: int = 8

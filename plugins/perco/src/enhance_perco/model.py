@@ -138,8 +138,11 @@ class PercoModel(nn.Module):
         factor = self.config.levels[level][0]
         return codes.repeat_interleave(factor, dim=2).repeat_interleave(factor, dim=3)[..., : size[0], : size[1]]
 
-    def output(self, noisy, timesteps, features, condition) -> torch.Tensor:
-        return self.decoder.model_output(torch.cat([noisy, features.to(noisy)], dim=1), timesteps, class_labels=condition.to(noisy))
+    def output(self, noisy, timesteps, features, condition, caption_states: torch.Tensor | None = None) -> torch.Tensor:
+        """`caption_states`: a text encoder's output for the caption, for a text-conditioned decoder
+        (without it, such a decoder sees its stored empty prompt)."""
+        extra = {} if caption_states is None else {"encoder_hidden_states": caption_states.to(noisy)}
+        return self.decoder.model_output(torch.cat([noisy, features.to(noisy)], dim=1), timesteps, class_labels=condition.to(noisy), **extra)
 
 
 def extend_prior(prior: LatentPrior, extra_channels: int) -> LatentPrior:
@@ -152,7 +155,7 @@ def extend_prior(prior: LatentPrior, extra_channels: int) -> LatentPrior:
     weight = state["conv_in.weight"]
     state["conv_in.weight"] = torch.cat([weight, weight.new_zeros(weight.shape[0], extra_channels, *weight.shape[2:])], dim=1)
     unet.load_state_dict(state, strict=True)
-    return LatentPrior(unet, prior.scheduler_config, prior.config)
+    return LatentPrior(unet, prior.scheduler_config, prior.config, context=prior.context)
 
 
 def nominal_bits(config: PercoConfig, level: int, height: int, width: int, factor: int = 8) -> int:

@@ -54,6 +54,24 @@ def test_the_naive_decode_differs_from_the_diffused_one(codec):
     assert not np.array_equal(codec.decode(data, steps=0), codec.decode(data, steps=2))
 
 
+def test_a_text_conditioned_prior_run_on_its_empty_prompt_drives_the_decode(tmp_path):
+    import torch
+
+    from enhance.priors.text_encoder import TextEncoder
+    from enhance.testing import tiny_text_encoder
+
+    empty_prompt = TextEncoder.from_pretrained(tiny_text_encoder(tmp_path / "text")).encode([""])
+    decodes = []
+    for name, prompt in (("a", empty_prompt), ("b", torch.randn_like(empty_prompt))):
+        codec = LatentDiffusionCodec(bundle=make_bundle(tmp_path / name, empty_prompt=prompt), device="cpu")
+        data = codec.encode(photo(40, 56), 2)
+        decodes.append(codec.decode(data, steps=2, seed=1))
+        assert np.array_equal(decodes[-1], codec.decode(data, steps=2, seed=1))
+        assert not np.array_equal(decodes[-1], codec.decode(data, steps=0))
+    # The codec weights are the same (same seed): only the prior's stored prompt differs.
+    assert not np.array_equal(*decodes)
+
+
 def test_header_is_a_few_bytes(codec):
     data = codec.encode(photo(33, 47), 1)
     payload = bitstream.read(data, offset_count=8, levels=6, max_pixels=10**8)  # 16 channels in groups of 2

@@ -14,11 +14,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from enhance.metrics import FULL_REFERENCE
 from enhance_latent_diffusion import LatentDiffusionCodec
-
-
-def psnr(original: np.ndarray, decoded: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((decoded.astype(float) - original) ** 2)))
 
 
 def main(bundle: str, levels: str, count: str, steps: str = "0", dataset: str = "../shared/data/val") -> None:
@@ -34,7 +31,7 @@ def main(bundle: str, levels: str, count: str, steps: str = "0", dataset: str = 
             data = codec.encode(image, level)
             bpp.append(len(data) * 8 / image.shape[0] / image.shape[1])
             for s in step_counts:
-                scores[s].append(psnr(image, codec.decode(data, steps=s)))
+                scores[s].append(FULL_REFERENCE["psnr-rgb"](image, codec.decode(data, steps=s)))
         print(level, "bpp %.4f" % np.mean(bpp), " ".join("steps%d %.2f dB" % (s, np.mean(v)) for s, v in scores.items()), flush=True)
 
 

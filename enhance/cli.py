@@ -210,6 +210,14 @@ def train(
         0.0, "--patch-distribution-weight",
         help="Weight of the patch-distribution (sliced Wasserstein) texture term in the realism steps (0: off).",
     ),
+    patch_distribution_levels: int = typer.Option(
+        2, "--patch-distribution-levels", min=1,
+        help="Laplacian bands (finest first) the patch-distribution term compares; each must hold a 7x7 patch of the crop.",
+    ),
+    patch_distribution_ycbcr: bool = typer.Option(
+        False, "--patch-distribution-ycbcr",
+        help="Compare luma and chroma patches, each at unit spread, rather than R, G and B (chroma then weighs as much as luma).",
+    ),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
@@ -225,7 +233,8 @@ def train(
         batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
         schedule_steps=schedule_steps, adversarial=AdversarialOptions(
             weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
-            patch_distribution_weight=patch_distribution_weight,
+            patch_distribution_weight=patch_distribution_weight, patch_distribution_levels=patch_distribution_levels,
+            patch_distribution_ycbcr=patch_distribution_ycbcr,
         ) if adversarial else None,
     )
     bundle = run_training(options, log=typer.echo)

@@ -6,6 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
@@ -420,14 +421,14 @@ def test_adversarial_training_samples_in_fewer_steps_and_resumes_its_discriminat
     out = tmp_path / "realism"
     options = TrainOptions(
         codec="jpeg", data=[photo_folder], val=[photo_folder], out=out, steps=2, batch=4, crop=32, log_every=1,
-        val_every=2, val_images=1, init_from=base / "bundle", schedule_steps=4, adversarial=AdversarialOptions(channels=8),
-        device="cpu",
+        val_every=2, val_images=1, init_from=base / "bundle", schedule_steps=4, device="cpu",
+        adversarial=AdversarialOptions(channels=8, patch_distribution_weight=1.0, patch_distribution_levels=3),
     )
     bundle = train(options)
     config = DiracConfig.load(bundle / "config.json")
     assert (config.schedule.schedule_steps, config.default_steps) == (4, 4)
     log = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
-    assert all(2 <= r["steps"] <= 4 and r["d_loss"] > 0 for r in log if "loss" in r)
+    assert all(2 <= r["steps"] <= 4 and r["d_loss"] > 0 and r["patch_distribution"] > 0 for r in log if "loss" in r)
     assert {"psnr_1", "psnr_4", "hf_4"} <= set(next(r["val"] for r in log if "val" in r))
     with safe_open(str(out / "checkpoint.safetensors"), framework="pt") as handle:
         saved = {k: handle.get_tensor(k) for k in handle.keys() if k.startswith("task.discriminator.")}
@@ -446,6 +447,9 @@ def test_adversarial_training_samples_in_fewer_steps_and_resumes_its_discriminat
         train(replace(options, out=tmp_path / "alone", batch=1))
     with pytest.raises(EnhanceError, match="cannot sample in 3 steps"):
         train(replace(options, out=tmp_path / "odd", schedule_steps=3))
+    coarse = AdversarialOptions(channels=8, patch_distribution_weight=1.0, patch_distribution_levels=4)
+    with pytest.raises(EnhanceError, match="band 4 of a 32 px crop is 4 px"):
+        train(replace(options, out=tmp_path / "coarse", adversarial=coarse))
 
 
 def test_bf16_is_used_only_where_it_is_fast(monkeypatch):
@@ -491,9 +495,11 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)
     arguments = ["train", "--data", str(photo_folder), "--out", str(tmp_path / "run"), "--schedule-steps", "4"]
     realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
-    assert CliRunner().invoke(app, arguments + realism).exit_code == 0
+    assert CliRunner().invoke(app, arguments + realism + ["--patch-distribution-levels", "3"]).exit_code == 0
     assert CliRunner().invoke(app, arguments).exit_code == 0
-    assert received[0].adversarial == AdversarialOptions(weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0)
+    assert received[0].adversarial == AdversarialOptions(
+        weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3
+    )
     assert received[1].adversarial is None and received[1].schedule_steps == 4
 
 
@@ -539,3 +545,28 @@ def test_the_patch_distribution_term_prefers_the_originals_structure_to_blur_or_
     output = unit(blurred).requires_grad_(True)
     patch_distribution_loss(output, unit(original)).backward()
     assert output.grad.abs().sum() > 0
+
+
+def test_the_patch_distribution_term_in_ycbcr_weighs_lost_chroma_detail_as_much_as_lost_luma_detail():
+    from enhance.train.adversarial import YCBCR, patch_distribution_loss
+
+    photo = np.asarray(Image.open(Path(__file__).parents[1] / "examples" / "astronaut-q15.jpg").convert("RGB"))
+    original = torch.from_numpy(photo[64:192, 128:256].copy()).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+    to_ycc, to_rgb = torch.tensor(YCBCR), torch.linalg.inv(torch.tensor(YCBCR))
+    ycc = torch.einsum("ij,njhw->nihw", to_ycc, original)
+    blur = lambda planes: F.interpolate(F.avg_pool2d(planes, 4), scale_factor=4, mode="bilinear")  # noqa: E731
+    rgb = lambda planes: torch.einsum("ij,njhw->nihw", to_rgb, planes)  # noqa: E731
+    luma_lost = rgb(torch.cat([blur(ycc[:, :1]), ycc[:, 1:]], dim=1))
+    chroma_lost = rgb(torch.cat([ycc[:, :1], blur(ycc[:, 1:])], dim=1))
+
+    def chroma_over_luma(ycbcr: bool) -> float:
+        loss = lambda output: patch_distribution_loss(output, original, directions=256, ycbcr=ycbcr).item()  # noqa: E731
+        torch.manual_seed(0)
+        return loss(chroma_lost) / loss(luma_lost)
+
+    torch.manual_seed(0)
+    assert patch_distribution_loss(original, original, ycbcr=True).item() == pytest.approx(0.0, abs=1e-6)
+    # In R, G, B the chroma of a patch is the small difference of three similar channels.
+    assert chroma_over_luma(ycbcr=False) < 0.5 * chroma_over_luma(ycbcr=True)
+    grey = original[:, :1]
+    assert patch_distribution_loss(grey, grey, ycbcr=True).item() == pytest.approx(0.0, abs=1e-6)

@@ -49,6 +49,13 @@ class AdversarialOptions:
     # Weight of the patch-distribution term (`patch_distribution_loss`): the output's local
     # structure distributed as the original's, band by band (0: off).
     patch_distribution_weight: float = 0.0
+    # The finest Laplacian bands it compares (1: full resolution only; each more halves it).
+    patch_distribution_levels: int = 2
+    # Compare luma and chroma (YCbCr) patches, each band channel scaled to unit spread, instead of
+    # R, G, B: in RGB the chroma of a patch is the small difference of three similar channels and
+    # weighs little, yet swapping only the chroma of the finest band for the original's took that
+    # band's SWD from 31.2 to 22.7 (q20, 33 val images, shipped model).
+    patch_distribution_ycbcr: bool = False
     lr: float = 1e-4
     # Samples of each batch trained at the first step with plain MSE (the fidelity end).
     fidelity_share: float = 0.25
@@ -98,6 +105,7 @@ def feature_matching_loss(real: list[torch.Tensor], fake: list[torch.Tensor]) ->
 
 
 LUMA = (0.299, 0.587, 0.114)
+YCBCR = (LUMA, (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
 
 
@@ -166,8 +174,15 @@ def _sorted_projections(band: torch.Tensor, directions: torch.Tensor, stride: in
     return torch.sort(projections.flatten(2), dim=2).values
 
 
+def _ycbcr(images: torch.Tensor) -> torch.Tensor:
+    """JPEG's YCbCr (BT.601, no offsets: only the bands matter) of N x 3 x H x W images."""
+    matrix = torch.tensor(YCBCR, dtype=images.dtype, device=images.device)
+    return torch.einsum("ij,njhw->nihw", matrix, images)
+
+
 def patch_distribution_loss(
-    output: torch.Tensor, original: torch.Tensor, levels: int = 2, directions: int = 32, patches: int = 1024
+    output: torch.Tensor, original: torch.Tensor, levels: int = 2, directions: int = 32, patches: int = 1024,
+    ycbcr: bool = False,
 ) -> torch.Tensor:
     """Sliced Wasserstein distance between the sets of 7x7 colour patches of the output's and the
     original's Laplacian bands, per image, summed over the `levels` finest bands.
@@ -182,9 +197,11 @@ def patch_distribution_loss(
     directions at every call, and patches on a grid (random offset) coarse enough to keep at most
     `patches` of them per image: the cost is in the projections and above all in the sort
     (torch's CPU sort of 64 directions x 3,700 patches x 6 crops took 0.36 s, longer than the
-    enhancer's own step).
+    enhancer's own step). With `ycbcr`, colour images are compared in luma and chroma channels.
     """
     loss = output.new_zeros((), dtype=torch.float32)
+    if ycbcr and output.shape[1] == 3:
+        output, original = _ycbcr(output.float()), _ycbcr(original.float())
     for band_out, band_orig in zip(_colour_bands(output, levels), _colour_bands(original, levels), strict=True):
         scale = band_orig.std(dim=(0, 2, 3), keepdim=True).clamp_min(1e-4).detach()
         channels, height, width = band_out.shape[1:]

@@ -29,6 +29,7 @@ from ..image import find_images, write_atomic
 from ..metrics.detail import hf_energy_ratio
 from ..metrics.psnr import psnr_rgb
 from .adversarial import (
+    PATCH,
     AdversarialOptions,
     PatchDiscriminator,
     adaptive_weight,
@@ -170,6 +171,7 @@ class DiracTask:
         self.config = self.dirac.to_dict()
         if options.adversarial and options.batch < 2:
             raise EnhanceError(f"adversarial training needs a batch of at least 2 (a fidelity and a realism sample), not {options.batch}")
+        _check_patch_levels(options)
         self.adversary = _Adversary(options, self.dirac) if options.adversarial else None
         degradation = DEGRADATIONS[options.codec]()
         log(f"loading training images from {', '.join(map(str, options.data))}")
@@ -300,6 +302,19 @@ def _with_schedule_steps(config: DiracConfig, steps: int) -> DiracConfig:
     return replace(config, schedule=schedule, default_steps=steps)
 
 
+def _check_patch_levels(options: TrainOptions) -> None:
+    """Refuses patch-distribution bands too coarse to hold one 7x7 patch of a training crop."""
+    adversarial = options.adversarial
+    if adversarial is None or not adversarial.patch_distribution_weight:
+        return
+    coarsest = options.crop // 2 ** (adversarial.patch_distribution_levels - 1)
+    if coarsest < PATCH:
+        raise EnhanceError(
+            f"the patch-distribution term's band {adversarial.patch_distribution_levels} of a {options.crop} px crop"
+            f" is {coarsest} px, smaller than its {PATCH} px patches: use fewer levels or a larger --crop"
+        )
+
+
 class _Adversary:
     """The discriminator, its optimiser, and the generator's realism losses."""
 
@@ -323,7 +338,12 @@ class _Adversary:
         disc.requires_grad_(False)
         fake_logits, fake_features = disc(output, x_hat)
         energy = texture_energy_loss(output, original)
-        distribution = patch_distribution_loss(output, original) if self.options.patch_distribution_weight else energy.new_zeros(())
+        distribution = (
+            patch_distribution_loss(
+                output, original, levels=self.options.patch_distribution_levels, ycbcr=self.options.patch_distribution_ycbcr
+            )
+            if self.options.patch_distribution_weight else energy.new_zeros(())
+        )
         reconstruction = (
             coarse_mse(prediction, residual)
             + self.options.fine_mse_weight * torch.mean((prediction - residual) ** 2)

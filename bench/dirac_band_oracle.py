@@ -32,12 +32,12 @@ from enhance.enhancers import bundle_directory, load_dirac
 from enhance.image import find_images
 from enhance.metrics.pyramid import pyr_down, pyr_up
 from enhance.metrics.sliced_wasserstein import swd_by_level
+from enhance.train.adversarial import YCBCR
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from dirac_jpeg import encode_jpeg  # noqa: E402
 
-# JPEG's RGB -> YCbCr (BT.601, no offsets: bands have none).
-TO_YCBCR = np.array([[0.299, 0.587, 0.114], [-0.168736, -0.331264, 0.5], [0.5, -0.418688, -0.081312]])
+TO_YCBCR = np.array(YCBCR)
 TO_RGB = np.linalg.inv(TO_YCBCR)
 ROWS = ("jpeg", "dirac", "luma-of-original", "chroma-of-original", "energy-of-original", "chroma-of-jpeg", "no-chroma")
 

@@ -54,7 +54,8 @@ class AdversarialOptions:
     # Compare luma and chroma (YCbCr) patches, each band channel scaled to unit spread, instead of
     # R, G, B: in RGB the chroma of a patch is the small difference of three similar channels and
     # weighs little, yet swapping only the chroma of the finest band for the original's took that
-    # band's SWD from 31.2 to 22.7 (q20, 33 val images, shipped model).
+    # band's SWD from 31.2 to 22.7 (q20, 33 val images, the session-16 model). Off by default:
+    # fine-tuning with it made the output smoother and its SWD worse (weights/dirac-jpeg card).
     patch_distribution_ycbcr: bool = False
     lr: float = 1e-4
     # Samples of each batch trained at the first step with plain MSE (the fidelity end).

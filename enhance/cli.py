@@ -190,8 +190,7 @@ def train(
     seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
     refine_channels: Optional[int] = typer.Option(
-        None, "--refine-channels",
-        help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
+        None, "--refine-channels", help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
     ),
     schedule_steps: Optional[int] = typer.Option(
         None, "--schedule-steps", help="Sample the late-start span in this many steps (the last is the realism end).",
@@ -203,20 +202,15 @@ def train(
     fine_mse_weight: float = typer.Option(
         0.25, "--fine-mse-weight", help="Weight of the full-band MSE beside the coarse one in the realism steps (lower: more texture).",
     ),
-    energy_weight: float = typer.Option(
-        1.0, "--energy-weight", help="Weight of the local fine-band energy term in the realism steps (0: off).",
-    ),
+    energy_weight: float = typer.Option(1.0, "--energy-weight", help="Weight of the local fine-band energy term in the realism steps (0: off)."),
     patch_distribution_weight: float = typer.Option(
-        0.0, "--patch-distribution-weight",
-        help="Weight of the patch-distribution (sliced Wasserstein) texture term in the realism steps (0: off).",
+        0.0, "--patch-distribution-weight", help="Weight of the patch-distribution (sliced Wasserstein) texture term in the realism steps (0: off).",
     ),
     patch_distribution_levels: int = typer.Option(
-        2, "--patch-distribution-levels", min=1,
-        help="Laplacian bands (finest first) the patch-distribution term compares; each must hold a 7x7 patch of the crop.",
+        2, "--patch-distribution-levels", min=1, help="Laplacian bands (finest first) the patch-distribution term compares.",
     ),
     patch_distribution_ycbcr: bool = typer.Option(
-        False, "--patch-distribution-ycbcr",
-        help="Compare luma and chroma patches, each at unit spread, rather than R, G and B (chroma then weighs as much as luma).",
+        False, "--patch-distribution-ycbcr", help="Compare patches in luma and chroma, each at unit spread, not in R, G and B.",
     ),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""

@@ -181,9 +181,7 @@ def train(
     val: Optional[list[Path]] = typer.Option(None, "--val", help="Validation image folders (repeatable)."),
     steps: int = typer.Option(100_000, help="Stop at this optimiser step."),
     minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this much wall time."),
-    batch: int = typer.Option(16),
-    crop: int = typer.Option(128),
-    lr: float = typer.Option(2e-4),
+    batch: int = typer.Option(16), crop: int = typer.Option(128), lr: float = typer.Option(2e-4),
     warmup: int = typer.Option(500, help="Optimiser steps of linear learning-rate warm-up."),
     val_every: int = typer.Option(1000, "--val-every", help="Validate (and write the bundle) every this many steps."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
@@ -212,6 +210,7 @@ def train(
     patch_distribution_ycbcr: bool = typer.Option(
         False, "--patch-distribution-ycbcr", help="Compare patches in luma and chroma, each at unit spread, not in R, G and B.",
     ),
+    fidelity_share: float = typer.Option(0.25, "--fidelity-share", min=0.0, max=1.0, help="Share of each adversarial batch trained as the fidelity end (first step, MSE)."),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
@@ -228,7 +227,7 @@ def train(
         schedule_steps=schedule_steps, adversarial=AdversarialOptions(
             weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
             patch_distribution_weight=patch_distribution_weight, patch_distribution_levels=patch_distribution_levels,
-            patch_distribution_ycbcr=patch_distribution_ycbcr,
+            patch_distribution_ycbcr=patch_distribution_ycbcr, fidelity_share=fidelity_share,
         ) if adversarial else None,
     )
     bundle = run_training(options, log=typer.echo)

@@ -495,11 +495,12 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)
     arguments = ["train", "--data", str(photo_folder), "--out", str(tmp_path / "run"), "--schedule-steps", "4"]
     realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
-    bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr"]
+    bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5"]
     assert CliRunner().invoke(app, arguments + realism + bands).exit_code == 0
     assert CliRunner().invoke(app, arguments).exit_code == 0
     assert received[0].adversarial == AdversarialOptions(
-        weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3, patch_distribution_ycbcr=True
+        weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3, patch_distribution_ycbcr=True,
+        fidelity_share=0.5,
     )
     assert received[1].adversarial is None and received[1].schedule_steps == 4
 

@@ -190,6 +190,7 @@ def train(
     refine_channels: Optional[int] = typer.Option(
         None, "--refine-channels", help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
     ),
+    mid_blocks: Optional[int] = typer.Option(None, "--mid-blocks", min=1, help="Residual blocks at the lowest resolution (more grows an --init-from bundle)."),
     schedule_steps: Optional[int] = typer.Option(
         None, "--schedule-steps", help="Sample the late-start span in this many steps (the last is the realism end).",
     ),
@@ -213,14 +214,10 @@ def train(
     fidelity_share: float = typer.Option(0.25, "--fidelity-share", min=0.0, max=1.0, help="Share of each adversarial batch trained as the fidelity end (first step, MSE)."),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
-    from .enhancers.dirac import DiracConfig, DiracUNetConfig
     from .train.adversarial import AdversarialOptions
     from .train.dirac import TrainOptions, train as run_training
 
-    model = None
-    if refine_channels is not None:
-        base = DiracConfig.load(init_from / "config.json").model if init_from else DiracUNetConfig()
-        model = replace(base, refine_channels=refine_channels)
+    model = _dirac_model_shape(init_from, refine_channels=refine_channels, mid_blocks=mid_blocks)
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
@@ -232,6 +229,18 @@ def train(
     )
     bundle = run_training(options, log=typer.echo)
     typer.echo(f"bundle: {bundle}")
+
+
+def _dirac_model_shape(init_from: Optional[Path], **changes: Optional[int]):
+    """The model `enhance train` asks for: the --init-from bundle's (or the default) with the given
+    changes; None when nothing is asked, so a resume or a plain continuation keeps its own."""
+    from .enhancers.dirac import DiracConfig, DiracUNetConfig
+
+    asked = {key: value for key, value in changes.items() if value is not None}
+    if not asked:
+        return None
+    base = DiracConfig.load(init_from / "config.json").model if init_from else DiracUNetConfig()
+    return replace(base, **asked)
 
 
 @app.command()

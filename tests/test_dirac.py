@@ -26,7 +26,7 @@ from enhance.enhancers.dirac import (
 from enhance.enhancers.dirac.pipeline import load_state_dict_strict
 from enhance.errors import BadInput, EnhanceError
 from enhance.train import dirac as train_module
-from enhance.train.dirac import TrainOptions, train
+from enhance.train.dirac import DiracTask, TrainOptions, train
 from enhance.train.thresholds import write_thresholds
 
 
@@ -369,6 +369,29 @@ def test_a_trained_bundle_grows_a_refiner_that_starts_as_the_identity(photo_fold
         train(replace(options, steps=4, model=plain))
 
 
+def test_a_trained_bundle_grows_deeper_and_starts_as_the_same_function(photo_folder, tmp_path):
+    base = tmp_path / "base"
+    train(TrainOptions(codec="jpeg", data=[photo_folder], out=base, steps=1, batch=2, crop=32, model=TINY_MODEL, device="cpu"))
+    deeper = replace(TINY_MODEL, blocks=(1, 2), mid_blocks=3)
+    options = TrainOptions(
+        codec="jpeg", data=[photo_folder], out=tmp_path / "deeper", steps=0, batch=2, crop=32,
+        model=deeper, init_from=base / "bundle", device="cpu",
+    )
+    task = DiracTask(options, log=lambda message: None)
+    assert task.new_modules == ("mid.1.", "mid.2.", "encoder.1.1.", "decoder.1.1.")
+    grown = task.build(task.config)
+    before = DiracUNet(TINY_MODEL).to(memory_format=torch.channels_last)  # as the trainer builds it
+    load_state_dict_strict(before, base / "bundle" / "model.safetensors")
+    inputs = (torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32), torch.tensor([50]), torch.tensor([0.2]))
+    assert torch.equal(before(*inputs), grown(*inputs))
+    bundle = train(replace(options, steps=2))
+    assert DiracConfig.load(bundle / "config.json").model == deeper
+    assert load_file(str(bundle / "model.safetensors"))["mid.2.conv2.weight"].abs().max() > 0
+    for shallower in (replace(TINY_MODEL, mid_blocks=0), replace(TINY_MODEL, blocks=(1, 0)), replace(TINY_MODEL, refine_channels=8)):
+        with pytest.raises(EnhanceError, match="only be grown"):
+            train(replace(options, out=tmp_path / "refused", model=shallower))
+
+
 def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):
     table = write_thresholds(tiny_bundle, [photo_folder], crops_per_rate=8, crop=32)
     stored = DiracConfig.load(tiny_bundle / "config.json").thresholds
@@ -495,14 +518,15 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)
     arguments = ["train", "--data", str(photo_folder), "--out", str(tmp_path / "run"), "--schedule-steps", "4"]
     realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
-    bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5"]
+    bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5", "--mid-blocks", "3"]
     assert CliRunner().invoke(app, arguments + realism + bands).exit_code == 0
     assert CliRunner().invoke(app, arguments).exit_code == 0
     assert received[0].adversarial == AdversarialOptions(
         weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3, patch_distribution_ycbcr=True,
         fidelity_share=0.5,
     )
-    assert received[1].adversarial is None and received[1].schedule_steps == 4
+    assert received[0].model == replace(DiracUNetConfig(), mid_blocks=3)
+    assert received[1].adversarial is None and received[1].schedule_steps == 4 and received[1].model is None
 
 
 def test_the_texture_energy_term_measures_the_fine_band_as_the_metric_does_and_where_it_is():

@@ -138,15 +138,36 @@ class Validator:
 
 
 def _grown_config(options: TrainOptions) -> tuple[DiracConfig, tuple[str, ...]]:
-    """The `init_from` bundle's config, grown by a refinement stage when `options.model` asks (and the new modules)."""
+    """The `init_from` bundle's config, grown as `options.model` asks, and the prefixes of its new modules."""
     config = DiracConfig.load(Path(options.init_from) / "config.json")
     if options.model is None or options.model == config.model:
         return config, ()
-    if replace(options.model, refine_channels=0) != config.model or config.model.refine_channels:
+    new_modules = _growth(config.model, options.model)
+    if new_modules is None:
         raise EnhanceError(
-            f"{options.init_from}: a bundle can only be grown by a refinement stage; its model is {config.model.to_dict()}"
+            f"{options.init_from}: a bundle can only be grown by a refinement stage or by more residual blocks; "
+            f"its model is {config.model.to_dict()}"
         )
-    return replace(config, model=options.model), ("refiner.",)
+    return replace(config, model=options.model), new_modules
+
+
+def _growth(old: DiracUNetConfig, new: DiracUNetConfig) -> tuple[str, ...] | None:
+    """Prefixes of the modules `new` adds to `old`, or None when `new` is not a growth of it.
+
+    Each added module starts as the identity (a residual block's output convolution and the
+    refiner's are zero-initialised), so the grown model first computes what the old one did.
+    """
+    same_shape = replace(new, blocks=old.blocks, mid_blocks=old.mid_blocks, refine_channels=old.refine_channels)
+    deeper = all(b >= a for a, b in zip(old.blocks, new.blocks)) and new.mid_blocks >= old.mid_blocks
+    refiner_kept = new.refine_channels == old.refine_channels or old.refine_channels == 0
+    if same_shape != old or not deeper or not refiner_kept:
+        return None
+    added = [f"mid.{i}." for i in range(old.mid_blocks, new.mid_blocks)]
+    for level, (a, b) in enumerate(zip(old.blocks, new.blocks)):
+        added += [f"{part}.{level}.{i}." for part in ("encoder", "decoder") for i in range(a, b)]
+    if new.refine_channels != old.refine_channels:
+        added.append("refiner.")
+    return tuple(added)
 
 
 class DiracTask:

@@ -20,8 +20,10 @@ lowest quality setting). The per-image work is `enhance compare`'s own (`enhance
 the same encode/decode/metric passes and the same cache under `--work`/cache, so a rerun, or
 adding a codec, computes only what is new, and `enhance compare -o results/latent_codecs` shares
 it for base codecs and shipped full codecs; a --bundle adds the bundle's path and fingerprint to
-the cache key); base codecs are compared plain (no DIRAC). Metrics: PSNR-RGB, MS-SSIM, SSIMULACRA2 (means
-over images) and SWD (over the set), plus mean bytes and bpp of the codec's own bitstream.
+the cache key); base codecs are compared plain (no DIRAC). Metrics: PSNR-RGB, MS-SSIM, SSIMULACRA2
+and the finest band's energy against the original's (hf-energy-ratio: 1 is as much fine detail,
+less is blurrier; means over images), SWD (over the set), plus mean bytes and bpp of the codec's
+own bitstream. Realism is SWD and fine energy together: noise can lower SWD without being texture.
 
 Matched bpp: at each full-codec operating point, every other curve (base codecs, other
 configurations) is interpolated at that bpp, monotone (PCHIP) in log-bpp between its measured
@@ -54,8 +56,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from latent_ceiling import DEFAULT_DATASET, command_line, image_768x512, machine  # noqa: E402
 
-METRICS = ["psnr-rgb", "ms-ssim-rgb", "ssimulacra2", "swd"]
-LABELS = {"psnr-rgb": "PSNR (dB)", "ms-ssim-rgb": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "swd": "SWD"}
+METRICS = ["psnr-rgb", "ms-ssim-rgb", "ssimulacra2", "swd", "hf-energy-ratio"]
+LABELS = {"psnr-rgb": "PSNR (dB)", "ms-ssim-rgb": "MS-SSIM", "ssimulacra2": "SSIMULACRA2", "swd": "SWD", "hf-energy-ratio": "fine energy"}
 BASE_CODECS = ["jpeg", "webp", "avif", "jxl"]
 # Dense at the low end, where the full codecs live; each grid starts at the codec's lowest setting.
 BASE_QUALITIES = {
@@ -390,8 +392,9 @@ def plot(path: Path, document: dict) -> None:
     from matplotlib.figure import Figure
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
-    figure = Figure(figsize=(12, 8.5), layout="constrained")
-    axes_grid = figure.subplots(2, 2)
+    figure = Figure(figsize=(17, 8.5), layout="constrained")
+    axes_grid = figure.subplots(2, 3)
+    axes_grid.flat[-1].set_visible(False)
     for axes, metric in zip(axes_grid.flat, METRICS):
         for curve in document["configurations"]:
             points = [(b, v) for b, v in zip(curve["results"]["bpp"], curve["results"].get(metric, [])) if b and v is not None]
@@ -411,6 +414,9 @@ def plot(path: Path, document: dict) -> None:
         if metric == "swd":
             axes.set_yscale("log")
             axes.set_title("SWD (lower is better)")
+        elif metric == "hf-energy-ratio":
+            axes.axhline(1.0, color="black", linewidth=0.8)
+            axes.set_title("fine-band energy / the original's (1 is best)")
         else:
             axes.set_title(f"{LABELS[metric]} (higher is better)")
         axes.grid(True, which="both", alpha=0.3)

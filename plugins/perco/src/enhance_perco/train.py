@@ -3,7 +3,7 @@
 Each step draws one rate level, encodes a batch of cached latents to its local and global
 codes, and trains the decoder's diffusion loss (v-prediction, min-SNR-5 weights floored at 1)
 conditioned on them, plus the quantisers' codebook and commitment losses and the encoder's
-probe loss (its codes must predict the mean latent of their cells). The global code is
+probe loss (its codes must predict the mean latent of their cells; `probe_weight`). The global code is
 dropped (replaced by a learned null code) for `drop_global` of the samples, which is what
 classifier-free guidance needs.
 """
@@ -36,7 +36,18 @@ SNR_FLOOR = 1.0
 @dataclass
 class PercoTaskOptions(PriorCodecTaskOptions):
     drop_global: float = 0.1
+    # The probe term's weight: how hard the codes are pushed to say their cells' mean latent
+    # (layout and colour) beside what the diffusion loss asks of them.
+    probe_weight: float = 1.0
     config: PercoConfig = field(default_factory=PercoConfig)
+
+    def check_option(self, key: str) -> None:
+        from enhance.errors import EnhanceError
+
+        if key in ("drop_global", "probe_weight") and not getattr(self, key) >= 0:
+            raise EnhanceError(f"--option {key}={getattr(self, key)}: must be 0 or more")
+        if key == "drop_global" and self.drop_global > 1:
+            raise EnhanceError(f"--option drop_global={self.drop_global}: a share, at most 1")
 
 
 class PercoTask:
@@ -67,7 +78,7 @@ class PercoTask:
         latent = model.decoder.normalise(self.sampler.batch(self.options.batch).to(device))
         level = int(rng.integers(len(model.config.levels)))
         diffusion, vq, probe = self._losses(model, latent, level, rng)
-        return diffusion + vq + probe, {"diffusion": diffusion.item(), "vq": vq.item(), "probe": probe.item(), "level": level}
+        return diffusion + vq + self.options.probe_weight * probe, {"diffusion": diffusion.item(), "vq": vq.item(), "probe": probe.item(), "level": level}
 
     def _losses(self, model: PercoModel, latent: torch.Tensor, level: int, rng: np.random.Generator, timesteps=None):
         batch = latent.shape[0]

@@ -20,8 +20,9 @@ Errors are mean squared, in normalised latent units, over the cells of the val i
   conditioned on the codes and the global code, averaged over each cell: what the decoder
   reads from the codes, before any sampling.
 
-If the decoder is near `index_map`, the decoder uses what the codes carry and better codes are
-the way forward; if `index_map` is far above `kmeans`, the codes carry less than their bits could.
+If the decoder is near `index_map`, it reads what the codes carry; if `index_map` is far above
+`kmeans`, the codes carry less than codes of their size could; if both are near, what is left
+(down from `kmeans`) is not in codes of this size at all: it is the decoder's to generate.
 Training images are every `--every`-th of each folder, at most 640 px (one window, as the latent
 cache takes them); val images whole (at most 1024 px a side, one window).
 """

@@ -49,12 +49,12 @@ KMEANS_ROUNDS = 25
 def latents(folders: list[Path], every: int, max_side: int, model, autoencoder) -> list[torch.Tensor]:
     from enhance.latent import encode_image
     from enhance.train.data import every_nth_per_folder, find_images, load_rgb
-    from enhance.train.latents import _window
+    from enhance.train.latents import cache_window
 
     found = []
     for folder in folders:
         for path in every_nth_per_folder(find_images([folder]), every):
-            image = _window(load_rgb(path), max_side, path.name)
+            image = cache_window(load_rgb(path), max_side, path.name)
             found.append(model.decoder.normalise(encode_image(autoencoder, image)).float())
     return found
 

@@ -25,7 +25,7 @@ def cache_name(image: Path, root: Path) -> str:
     return str(relative.with_suffix("")).replace("/", "__") + ".safetensors"
 
 
-def _window(image: np.ndarray, max_side: int | None, key: str) -> np.ndarray:
+def cache_window(image: np.ndarray, max_side: int | None, key: str) -> np.ndarray:
     """A max_side x max_side window of a larger image, placed by a hash of `key` on the 8-pixel grid."""
     if max_side is None or max(image.shape[:2]) <= max_side:
         return image
@@ -53,7 +53,7 @@ def cache_latents(
             files.append(target)
             if target.exists():
                 continue
-            image = _window(load_rgb(image_path), max_side, target.name)
+            image = cache_window(load_rgb(image_path), max_side, target.name)
             tensors = {
                 "latent": encode_image(autoencoder, image)[0].half(),
                 "latent_mirrored": encode_image(autoencoder, np.ascontiguousarray(image[:, ::-1]))[0].half(),

@@ -347,11 +347,11 @@ def markdown(document: dict) -> str:
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     ceiling = document.get("ceiling")
     if ceiling:
-        values = ceiling["metrics"]
+        values, timing = ceiling["metrics"], ceiling["timing_768x512"]
         lines.append(
             f"| {ceiling['autoencoder']} round trip (ceiling) | - | - | - | "
             + " | ".join(_fmt(values.get(m), m) for m in METRICS)
-            + f" | {_fmt(ceiling['timing_768x512']['decode_median_s'])} (decoder alone) |"
+            + f" | {_fmt(timing['decode_median_s'])} (decoder alone, {timing['dtype']}) |"
         )
     for curve in document["configurations"]:
         results = curve["results"]

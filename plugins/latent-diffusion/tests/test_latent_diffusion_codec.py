@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from enhance.errors import EnhanceError
 from enhance_latent_diffusion import LatentDiffusionCodec
 from enhance_latent_diffusion import bitstream
+from enhance_latent_diffusion.codec import block_mean_anchor
 from ldm_bundle import make_bundle
 
 
@@ -52,6 +54,24 @@ def test_the_same_seed_gives_the_same_image(codec):
 def test_the_naive_decode_differs_from_the_diffused_one(codec):
     data = codec.encode(photo(40, 56), 2)
     assert not np.array_equal(codec.decode(data, steps=0), codec.decode(data, steps=2))
+
+
+def test_fresh_noise_makes_the_seed_matter(codec):
+    data = codec.encode(photo(40, 56), 2)
+    assert not np.array_equal(codec.decode(data, steps=2, seed=1), codec.decode(data, steps=2, seed=2))
+
+
+@pytest.mark.parametrize("pool", [1, 2, 3])
+def test_the_anchor_keeps_every_block_mean_and_only_those(pool):
+    reference, clean = torch.randn(2, 1, 4, 7, 9)  # 7 x 9: partial blocks at two edges
+    projected = block_mean_anchor(reference, pool)(clean)
+
+    def means(latent):
+        return torch.nn.functional.avg_pool2d(latent, pool, ceil_mode=True)
+
+    assert torch.allclose(means(projected), means(reference), atol=1e-5)
+    assert torch.allclose(projected - means(projected).repeat_interleave(pool, -2).repeat_interleave(pool, -1)[..., :7, :9],
+                          clean - means(clean).repeat_interleave(pool, -2).repeat_interleave(pool, -1)[..., :7, :9], atol=1e-5)
 
 
 def test_a_text_conditioned_prior_run_on_its_empty_prompt_drives_the_decode(tmp_path):

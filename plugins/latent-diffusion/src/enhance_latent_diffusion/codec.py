@@ -5,9 +5,11 @@ to a code at half the latent's resolution; per-channel steps gamma (rate level p
 predicted offset); code / gamma rounded and coded with a hyperprior; the timestep whose noise
 level matches the latent error it measured goes in the header.
 Receiver: the code dequantised and mapped back to a latent by the synthesis transform, taken
-as the diffusion state at that timestep (scaled by sqrt(alpha_t)), denoised by the frozen
-prior in `steps` DDIM steps (at most 100 of its 1000), decoded by E's decoder. `steps=0` is
-the naive decode (no diffusion), the paper's baseline.
+as the diffusion state at that timestep (scaled by sqrt(alpha_t), with that timestep's fresh
+noise added when the bundle says `fresh_noise`), denoised by the frozen prior in `steps` DDIM
+steps (at most 100 of its 1000) that keep the dequantised latent's block means
+(`anchor_pool`), decoded by E's decoder. `steps=0` is the naive decode (no diffusion), the
+paper's baseline.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from enhance.compute import autocast
 from enhance.errors import WeightsError
@@ -113,15 +116,37 @@ class LatentDiffusionCodec:
     def _diffuse(self, latent, payload, steps, seed, prior, config) -> torch.Tensor:
         start = min(prior.num_timesteps - 1, payload.timestep_code * bitstream.TIMESTEP_UNIT)
         generator = torch.Generator().manual_seed(seed)
-        noisy = prior.alphas_cumprod[start].sqrt() * latent
+        alpha = prior.alphas_cumprod[start]
+        noisy = alpha.sqrt() * latent
+        if config.fresh_noise:
+            noisy = noisy + (1 - alpha).sqrt() * torch.randn(latent.shape, generator=generator).to(latent)
+        project = block_mean_anchor(latent, config.anchor_pool) if config.anchor_pool else None
         with autocast(self._device):
-            return prior.denoise(noisy, start, steps, eta=config.eta, generator=generator).float()
+            return prior.denoise(noisy, start, steps, eta=config.eta, generator=generator, project=project).float()
 
     # --- loading ------------------------------------------------------------------------
     def _parts(self):
         if self._loaded is None:
             self._loaded = load_parts(bundle_folder(self._bundle, BUNDLE, LOCK), self._device)
         return self._loaded
+
+
+def block_mean_anchor(reference: torch.Tensor, pool: int):
+    """A projection of clean estimates onto `reference`'s means over pool x pool blocks
+    (partial blocks at the edges included): what the code says about the layout is kept
+    exactly, the prior only chooses the detail inside each block."""
+    height, width = reference.shape[-2:]
+
+    def block_means(latent: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(latent.float(), pool, ceil_mode=True)
+
+    target = block_means(reference)
+
+    def project(clean: torch.Tensor) -> torch.Tensor:
+        correction = (target - block_means(clean)).repeat_interleave(pool, -2).repeat_interleave(pool, -1)
+        return clean + correction[..., :height, :width].to(clean)
+
+    return project
 
 
 def load_parts(directory: Path, device) -> tuple:

@@ -14,7 +14,7 @@ class CodecConfig(BundleConfig):
     """`lambdas[k]` weighs latent MSE against bits per pixel at rate level k (1-based for users)."""
 
     FORMAT = "enhance.latent-diffusion-codec"
-    VERSION = 2
+    VERSION = 3  # 3 added fresh_noise and anchor_pool
     WHAT = "codec"
 
     autoencoder: str = "taef2"
@@ -33,6 +33,13 @@ class CodecConfig(BundleConfig):
     noise_scale: float = 1.0
     default_steps: int = 4
     eta: float = 0.0
+    # The quantization error left by the synthesis transform is blur, not the white noise a
+    # prior is trained to remove: with `fresh_noise` the receiver adds that timestep's noise
+    # to the dequantised latent (the paper takes the error itself as the noise). With
+    # `anchor_pool` > 0 every step's clean estimate keeps the dequantised latent's means over
+    # anchor_pool x anchor_pool latent blocks, so the prior adds detail, not a new layout.
+    fresh_noise: bool = True
+    anchor_pool: int = 2
 
     @property
     def levels(self) -> int:
@@ -54,3 +61,5 @@ class CodecConfig(BundleConfig):
             raise WeightsError(f"{where}: noise_scale must be in (0, 10] and eta in [0, 1]")
         if not 0 <= self.default_steps <= 100:
             raise WeightsError(f"{where}: default_steps must be from 0 to 100")
+        if not 0 <= self.anchor_pool <= 16:
+            raise WeightsError(f"{where}: anchor_pool must be from 0 (off) to 16")

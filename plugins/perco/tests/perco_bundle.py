@@ -15,12 +15,12 @@ from enhance_perco.model import PercoModel, extend_prior
 TEXT_ENCODER = "clip-text"
 
 
-def make_bundle(directory: Path, seed: int = 0, guidance: float = 2.0, *, reads_captions: bool = False) -> Path:
+def make_bundle(directory: Path, seed: int = 0, guidance: float = 2.0, *, reads_captions: bool = False, eta: float = 1.0) -> Path:
     """With `reads_captions`, the decoder cross-attends to a tiny text encoder's output (SD 2.1's
     kind of decoder), its stored empty prompt being that encoder's encoding of ""."""
     torch.manual_seed(seed)
     bundle_folder_with_taef2(directory)
-    config = PercoConfig(code_dim=4, trunk_width=8, global_codebook=16, guidance=guidance)
+    config = PercoConfig(code_dim=4, trunk_width=8, global_codebook=16, guidance=guidance, eta=eta)
     prior = tiny_prior()
     if reads_captions:
         from enhance.priors.text_encoder import TextEncoder

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
-from enhance.errors import EnhanceError
+from enhance.errors import EnhanceError, WeightsError
 from enhance_perco import PercoCodec
 from enhance_perco.config import PercoConfig
 from perco_bundle import make_bundle
@@ -61,6 +63,35 @@ def test_seeds_are_deterministic_and_matter(codec):
     first = codec.decode(data, steps=3, seed=1)
     assert np.array_equal(first, codec.decode(data, steps=3, seed=1))
     assert not np.array_equal(first, codec.decode(data, steps=3, seed=2))
+
+
+def test_eta_draws_fresh_noise_between_steps_and_only_there(tmp_path):
+    stochastic = PercoCodec(bundle=make_bundle(tmp_path / "eta1", eta=1.0), device="cpu")
+    deterministic = PercoCodec(bundle=make_bundle(tmp_path / "eta0", eta=0.0), device="cpu")
+    data = stochastic.encode(photo(40, 56), 3)
+    assert data == deterministic.encode(photo(40, 56), 3)
+    # One step goes straight to the clean estimate: no step to add noise between.
+    assert np.array_equal(stochastic.decode(data, steps=1), deterministic.decode(data, steps=1))
+    drawn = stochastic.decode(data, steps=3, seed=4)
+    assert np.array_equal(drawn, stochastic.decode(data, steps=3, seed=4))
+    assert not np.array_equal(drawn, deterministic.decode(data, steps=3, seed=4))
+
+
+@pytest.mark.parametrize("eta", [-0.1, 1.5, float("nan")])
+def test_an_eta_outside_0_to_1_is_refused(tmp_path, eta):
+    path = tmp_path / "perco.json"
+    PercoConfig(eta=eta).save(path)
+    with pytest.raises(WeightsError, match="eta"):
+        PercoConfig.load(path)
+
+
+def test_a_version_1_config_is_refused_not_read_with_a_new_default(tmp_path):
+    path = tmp_path / "perco.json"
+    document = PercoConfig().to_dict()
+    del document["eta"]
+    path.write_text(json.dumps({**document, "version": 1}))
+    with pytest.raises(WeightsError, match="not a version 2"):
+        PercoConfig.load(path)
 
 
 def test_default_steps_follow_the_reference():

@@ -138,7 +138,7 @@ class PercoCodec:
         project = None if payload.statistics is None else statistics.projection(payload.statistics, self._device)
         start = model.decoder.num_timesteps - 1
         with autocast(self._device):
-            return model.decoder.denoise(noise, start, steps, guide=guide, project=project).float()
+            return model.decoder.denoise(noise, start, steps, eta=config.eta, generator=generator, guide=guide, project=project).float()
 
     # --- helpers -------------------------------------------------------------------------
     @staticmethod

@@ -16,7 +16,7 @@ class PercoConfig(BundleConfig):
     """`levels[k] = [grid factor, codebook size]`, lowest rate first (users count levels from 1)."""
 
     FORMAT = "enhance.perco"
-    VERSION = 1
+    VERSION = 2
     WHAT = "PerCo"
 
     autoencoder: str = "taef2"
@@ -34,6 +34,10 @@ class PercoConfig(BundleConfig):
     steps_low_rate: int = 20
     steps_high_rate: int = 5
     step_threshold_bpp: float = 0.05
+    # DDIM's stochasticity: 1 draws fresh noise at every step (DDPM-like). A decoder trained as
+    # briefly as ours strays on the deterministic path (eta 0) and paints collages; the fresh
+    # noise pulls each step back toward the states it was trained on (measured: the model card).
+    eta: float = 1.0
 
     def nominal_bpp(self, level: int) -> float:
         factor, size = self.levels[level]
@@ -59,5 +63,7 @@ class PercoConfig(BundleConfig):
             raise WeightsError(f"{where}: global_codes must be from 0 to 16")
         if not (math.isfinite(self.guidance) and 0 <= self.guidance <= 20):
             raise WeightsError(f"{where}: guidance must be from 0 to 20")
+        if not (math.isfinite(self.eta) and 0 <= self.eta <= 1):
+            raise WeightsError(f"{where}: eta must be from 0 to 1")
         if not (1 <= self.steps_low_rate <= 1000 and 1 <= self.steps_high_rate <= 1000):
             raise WeightsError(f"{where}: step counts must be from 1 to 1000")

@@ -20,6 +20,7 @@ import numpy as np
 from enhance.entropy import pack_strings, unpack_strings
 from enhance.errors import BadInput
 from enhance.framing import ByteReader, ByteWriter
+from enhance.limits import check_pixels
 
 VERSION = 2
 MAX_SIDE = 1 << 16
@@ -67,8 +68,7 @@ def read(data: bytes, *, offset_count: int, levels: int, max_pixels: int) -> Pay
         raise BadInput(f"latent-diffusion payload: version {version} is not supported (this reader knows {VERSION})")
     height = reader.varint("height", 1, MAX_SIDE)
     width = reader.varint("width", 1, MAX_SIDE)
-    if height * width > max_pixels:
-        raise BadInput(f"latent-diffusion payload: {width}x{height} is more than the {max_pixels}-pixel limit")
+    check_pixels(width, height, "latent-diffusion payload", max_pixels)
     level = reader.u8("level")
     if level >= levels:
         raise BadInput(f"latent-diffusion payload: rate level {level + 1} is not one of this model's 1..{levels}")

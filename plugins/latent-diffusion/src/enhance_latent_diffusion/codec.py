@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from enhance.compute import autocast
 from enhance.errors import WeightsError
+from enhance.limits import max_pixels
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
     bundle_folder, bundled_autoencoder, bundled_prior, component_folder, default_device, image_latent, rate_level, step_count,
@@ -35,7 +36,6 @@ from .model import CODE_FACTOR, LatentDiffusionCodecModel
 
 BUNDLE = "latent-diffusion"
 MAX_STEPS = 100  # 10% of the prior's 1000-step schedule
-MAX_PIXELS = 150_000_000
 LOCK = Path(__file__).parent / "weights.lock"
 
 
@@ -95,7 +95,7 @@ class LatentDiffusionCodec:
     def decode(self, data: bytes, *, steps: int | None = None, seed: int = 0) -> np.ndarray:
         config, model, autoencoder, prior = self._parts()
         steps = step_count(config.default_steps if steps is None else steps, 0, MAX_STEPS, "latent-diffusion")
-        payload = bitstream.read(data, offset_count=config.offset_count, levels=config.levels, max_pixels=MAX_PIXELS)
+        payload = bitstream.read(data, offset_count=config.offset_count, levels=config.levels, max_pixels=max_pixels())
         with torch.no_grad():
             latent = self._dequantize(payload, model, autoencoder.factor)
             if steps:

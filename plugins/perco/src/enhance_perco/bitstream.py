@@ -21,6 +21,7 @@ import numpy as np
 
 from enhance.errors import BadInput
 from enhance.framing import ByteReader, ByteWriter
+from enhance.limits import check_pixels
 
 VERSION = 2
 READS = (1, 2)
@@ -77,8 +78,7 @@ def read(data: bytes, *, grid, levels: int, channels: int, global_codes: int, gl
     if version not in READS:
         raise BadInput(f"perco payload: version {version} is not supported (this reader knows {', '.join(map(str, READS))})")
     height, width = reader.varint("height", 1, MAX_SIDE), reader.varint("width", 1, MAX_SIDE)
-    if height * width > max_pixels:
-        raise BadInput(f"perco payload: {width}x{height} is more than the {max_pixels}-pixel limit")
+    check_pixels(width, height, "perco payload", max_pixels)
     byte = reader.u8("level")
     level, flags = byte & 0x0F, byte & 0xF0
     if level >= levels or flags & ~FLAG_CAPTION:

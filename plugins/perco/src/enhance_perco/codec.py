@@ -22,6 +22,7 @@ import torch
 
 from enhance.compute import autocast
 from enhance.errors import EnhanceError, WeightsError
+from enhance.limits import max_pixels
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
     bundle_folder, bundled_autoencoder, component_folder, default_device, image_latent, rate_level, step_count, weights_available,
@@ -33,7 +34,6 @@ from .config import PercoConfig
 from .model import PercoModel
 
 BUNDLE = "perco"
-MAX_PIXELS = 150_000_000
 MAX_STEPS = 1000
 LOCK = Path(__file__).parent / "weights.lock"
 
@@ -102,7 +102,7 @@ class PercoCodec:
             global_codes=config.global_codes,
             global_bits=self._global_bits(config),
             local_bits=lambda level: self._local_bits(config, level),
-            max_pixels=MAX_PIXELS,
+            max_pixels=max_pixels(),
         )
         steps = step_count(config.default_steps(payload.level) if steps is None else steps, 1, MAX_STEPS, "perco")
         with torch.no_grad():

@@ -17,14 +17,17 @@ of the tiny random bundles the latent codec plugins test with.
 
 from __future__ import annotations
 
+import os
 import random
 import shutil
 from collections.abc import Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
-from .errors import EnhanceError
+from . import limits
+from .errors import BadInput, EnhanceError
 
 SIZES = ((33, 47), (1, 1), (2, 3), (16, 16), (7, 19))  # (height, width)
 
@@ -102,6 +105,35 @@ def check_bad_bitstreams(codec, rate: float, *, full: bool = False, mutations: i
         assert isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8, f"{codec.name}: damaged input decoded to {pixels!r}"
 
 
+@contextmanager
+def _pixel_limit(megapixels: float):
+    before = os.environ.get(limits.ENV_VAR)
+    os.environ[limits.ENV_VAR] = str(megapixels)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(limits.ENV_VAR, None)
+        else:
+            os.environ[limits.ENV_VAR] = before
+
+
+def check_pixel_limit(codec, rate: float, *, steps: int | None = None) -> None:
+    """A full codec's payload that declares more pixels than the user's limit (`ENHANCE_MAX_MEGAPIXELS`)
+    is refused with the limit's own message before decoding; one within the limit decodes. A bare
+    payload has no container header to check: the codec reads the size and must check it itself."""
+    data = _encode_checked(codec, sample_image(), rate)  # 33 x 47 = 1,551 pixels
+    with _pixel_limit(0.0015):
+        try:
+            codec.decode(data, steps=steps, seed=0)
+        except BadInput as error:
+            assert limits.ENV_VAR in str(error), f"{codec.name}: the refusal does not say how to raise the limit: {error}"
+        else:
+            raise AssertionError(f"{codec.name}: decoded a 47x33 payload over a limit of 1,500 pixels")
+    with _pixel_limit(0.0016):
+        _check_pixels(codec.decode(data, steps=steps, seed=0), (33, 47), f"{codec.name} decode within the pixel limit")
+
+
 def check_available(codec_class) -> None:
     """`available()` is a classmethod answering (bool, str) without raising."""
     answer = codec_class.available()
@@ -139,6 +171,7 @@ def check_full_codec(codec, rates: Sequence[float], *, steps: Sequence[int | Non
     check_deterministic(codec, rates[0], full=True)
     check_rate_orders_size(codec, rates)
     check_bad_bitstreams(codec, rates[0], full=True)
+    check_pixel_limit(codec, rates[0], steps=steps[0])
     data = _encode_checked(codec, sample_image(), rates[0])
     for count in steps:
         _check_pixels(codec.decode(data, steps=count, seed=0), (33, 47), f"{codec.name} decode with steps={count}")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from enhance import api, container, registry, testing, weights
+from enhance import api, container, limits, registry, testing, weights
 from enhance.codecs import BUILTIN_CODECS
 from enhance.enhancers import load_dirac
 from enhance.errors import BadInput, ContainerError
@@ -57,6 +57,7 @@ class ToyFullCodec:
         if len(data) < 3 or data[0] == 0 or data[1] == 0 or data[2] == 0:
             raise BadInput("toy-blocks: truncated header")
         block, height, width = data[0], data[1], data[2]
+        limits.check_pixels(width, height, "toy-blocks payload")
         rows, columns = -(-height // block), -(-width // block)
         if len(data) != 3 + rows * columns:
             raise BadInput("toy-blocks: wrong payload length")
@@ -69,6 +70,17 @@ class ToyFullCodec:
 
 def test_the_kit_accepts_a_well_behaved_full_codec():
     testing.check_full_codec(ToyFullCodec(), rates=[1.0, 2.0, 4.0], steps=[None, 1, 3])
+
+
+def test_the_kit_catches_a_full_codec_that_ignores_the_users_pixel_limit():
+    class Unlimited(ToyFullCodec):
+        def decode(self, data, *, steps=None, seed=0, params=None):
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(limits, "check_pixels", lambda *args, **kwargs: None)
+                return super().decode(data, steps=steps, seed=seed, params=params)
+
+    with pytest.raises(AssertionError, match="over a limit of 1,500 pixels"):
+        testing.check_pixel_limit(Unlimited(), 2.0)
 
 
 def test_the_kit_catches_a_decoder_that_crashes_on_bad_bytes():

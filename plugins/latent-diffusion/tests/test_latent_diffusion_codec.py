@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from enhance.errors import BadInput, EnhanceError
+from enhance.errors import EnhanceError
 from enhance_latent_diffusion import LatentDiffusionCodec
 from enhance_latent_diffusion import bitstream
 from enhance_latent_diffusion.codec import block_mean_anchor
@@ -140,13 +140,10 @@ def test_a_payload_declaring_a_huge_image_is_refused_before_decoding(codec):
         codec.decode(forged, steps=0)
 
 
-def test_the_users_pixel_limit_applies_to_a_bare_payload(codec, monkeypatch):
-    data = codec.encode(photo(40, 56), 1)
-    monkeypatch.setenv("ENHANCE_MAX_MEGAPIXELS", "0.002")  # 2,000 pixels, under 40 x 56
-    with pytest.raises(BadInput, match="latent-diffusion payload: 56x40 .* ENHANCE_MAX_MEGAPIXELS"):
-        codec.decode(data, steps=0)
-    monkeypatch.setenv("ENHANCE_MAX_MEGAPIXELS", "0.003")
-    assert codec.decode(data, steps=0).shape == (40, 56, 3)
+def test_the_codec_passes_the_full_codec_conformance_kit(codec):
+    from enhance import testing
+
+    testing.check_full_codec(codec, rates=[1, codec.rate_range[1]], steps=[0, 2])
 
 
 def test_the_cli_round_trips_a_small_and_a_768x512_image_at_every_rate(codec_bundle, tmp_path):

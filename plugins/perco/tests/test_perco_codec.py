@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from enhance.errors import BadInput, EnhanceError, WeightsError
+from enhance.errors import EnhanceError, WeightsError
 from enhance_perco import PercoCodec
 from enhance_perco.config import PercoConfig
 from perco_bundle import make_bundle
@@ -94,13 +94,10 @@ def test_a_version_1_config_is_refused_not_read_with_a_new_default(tmp_path):
         PercoConfig.load(path)
 
 
-def test_the_users_pixel_limit_applies_to_a_bare_payload(codec, monkeypatch):
-    data = codec.encode(photo(40, 56), 1)
-    monkeypatch.setenv("ENHANCE_MAX_MEGAPIXELS", "0.002")  # 2,000 pixels, under 40 x 56
-    with pytest.raises(BadInput, match="perco payload: 56x40 .* ENHANCE_MAX_MEGAPIXELS"):
-        codec.decode(data, steps=1)
-    monkeypatch.setenv("ENHANCE_MAX_MEGAPIXELS", "0.003")
-    assert codec.decode(data, steps=1).shape == (40, 56, 3)
+def test_the_codec_passes_the_full_codec_conformance_kit(codec):
+    from enhance import testing
+
+    testing.check_full_codec(codec, rates=[1, 7], steps=[1, 3])
 
 
 def test_default_steps_follow_the_reference():

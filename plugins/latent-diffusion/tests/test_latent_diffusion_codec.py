@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from enhance.errors import EnhanceError
+from enhance.testing import sample_image
 from enhance_latent_diffusion import LatentDiffusionCodec
 from enhance_latent_diffusion import bitstream
 from enhance_latent_diffusion.codec import block_mean_anchor
@@ -18,13 +19,6 @@ def codec_bundle(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("latent-diffusion") / "bundle")
 
 
-def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([np.sin(x / 7.0), np.cos(y / 5.0), np.sin((x + y) / 11.0)], axis=-1) * 80 + 128
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def codec(codec_bundle):
     return LatentDiffusionCodec(bundle=codec_bundle, device="cpu")
@@ -32,7 +26,7 @@ def codec(codec_bundle):
 
 @pytest.mark.parametrize("size", [(33, 47), (64, 64), (17, 9)])
 def test_every_level_round_trips_any_size(codec, size):
-    image = photo(*size)
+    image = sample_image(*size)
     for level in range(1, 7):
         data = codec.encode(image, level)
         for steps in (0, 2):
@@ -41,23 +35,23 @@ def test_every_level_round_trips_any_size(codec, size):
 
 
 def test_bytes_fall_with_the_level_below(codec):
-    image = photo(96, 128)
+    image = sample_image(96, 128)
     sizes = [len(codec.encode(image, level)) for level in range(1, 7)]
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1]
 
 
 def test_the_same_seed_gives_the_same_image(codec):
-    data = codec.encode(photo(40, 56), 3)
+    data = codec.encode(sample_image(40, 56), 3)
     assert np.array_equal(codec.decode(data, steps=3, seed=5), codec.decode(data, steps=3, seed=5))
 
 
 def test_the_naive_decode_differs_from_the_diffused_one(codec):
-    data = codec.encode(photo(40, 56), 2)
+    data = codec.encode(sample_image(40, 56), 2)
     assert not np.array_equal(codec.decode(data, steps=0), codec.decode(data, steps=2))
 
 
 def test_fresh_noise_makes_the_seed_matter(codec):
-    data = codec.encode(photo(40, 56), 2)
+    data = codec.encode(sample_image(40, 56), 2)
     assert not np.array_equal(codec.decode(data, steps=2, seed=1), codec.decode(data, steps=2, seed=2))
 
 
@@ -84,7 +78,7 @@ def test_a_text_conditioned_prior_run_on_its_empty_prompt_drives_the_decode(tmp_
     decodes = []
     for name, prompt in (("a", empty_prompt), ("b", torch.randn_like(empty_prompt))):
         codec = LatentDiffusionCodec(bundle=make_bundle(tmp_path / name, empty_prompt=prompt), device="cpu")
-        data = codec.encode(photo(40, 56), 2)
+        data = codec.encode(sample_image(40, 56), 2)
         decodes.append(codec.decode(data, steps=2, seed=1))
         assert np.array_equal(decodes[-1], codec.decode(data, steps=2, seed=1))
         assert not np.array_equal(decodes[-1], codec.decode(data, steps=0))
@@ -93,7 +87,7 @@ def test_a_text_conditioned_prior_run_on_its_empty_prompt_drives_the_decode(tmp_
 
 
 def test_header_is_a_few_bytes(codec):
-    data = codec.encode(photo(33, 47), 1)
+    data = codec.encode(sample_image(33, 47), 1)
     payload = bitstream.read(data, offset_count=8, levels=6, max_pixels=10**8)  # 16 channels in groups of 2
     strings = sum(len(s) for s in payload.strings)
     assert len(data) - strings <= 1 + 2 + 1 + 1 + 1 + 8 // 2 + 1 + 2 * 2
@@ -102,19 +96,19 @@ def test_header_is_a_few_bytes(codec):
 @pytest.mark.parametrize("rate", [0, 7, 2.5, True, "3"])
 def test_a_rate_outside_the_levels_is_a_clear_error(codec, rate):
     with pytest.raises(EnhanceError, match="rate must be a level from 1 to 6"):
-        codec.encode(photo(16, 16), rate)
+        codec.encode(sample_image(16, 16), rate)
 
 
 @pytest.mark.parametrize("steps", [-1, 101, 1.5])
 def test_bad_step_counts_are_refused(codec, steps):
-    data = codec.encode(photo(16, 16), 1)
+    data = codec.encode(sample_image(16, 16), 1)
     with pytest.raises(EnhanceError, match="steps must be an integer from 0 to 100"):
         codec.decode(data, steps=steps)
 
 
 def test_a_thousand_mutated_or_truncated_streams_fail_cleanly(codec):
     rng = np.random.default_rng(0)
-    good = codec.encode(photo(24, 32), 3)
+    good = codec.encode(sample_image(24, 32), 3)
     outcomes = {"error": 0, "image": 0}
     for case in range(1000):
         data = bytearray(good)
@@ -134,7 +128,7 @@ def test_a_thousand_mutated_or_truncated_streams_fail_cleanly(codec):
 
 
 def test_a_payload_declaring_a_huge_image_is_refused_before_decoding(codec):
-    data = bytearray(codec.encode(photo(16, 16), 1))
+    data = bytearray(codec.encode(sample_image(16, 16), 1))
     forged = bytes([1]) + bytes([0xFF, 0xFF, 0x03]) * 2 + bytes(data[3:])
     with pytest.raises(EnhanceError):
         codec.decode(forged, steps=0)

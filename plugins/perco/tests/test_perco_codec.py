@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from enhance.errors import EnhanceError, WeightsError
+from enhance.testing import sample_image
 from enhance_perco import PercoCodec
 from enhance_perco.config import PercoConfig
 from perco_bundle import make_bundle
@@ -18,13 +19,6 @@ def perco_bundle(tmp_path_factory):
     return make_bundle(tmp_path_factory.mktemp("perco") / "bundle")
 
 
-def photo(height: int, width: int, seed: int = 0) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:height, 0:width]
-    base = np.stack([np.sin(x / 9.0), np.cos(y / 6.0), np.sin((x - y) / 13.0)], axis=-1) * 80 + 128
-    return np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)
-
-
 @pytest.fixture(scope="module")
 def codec(perco_bundle):
     return PercoCodec(bundle=perco_bundle, device="cpu")
@@ -32,14 +26,14 @@ def codec(perco_bundle):
 
 @pytest.mark.parametrize("size", [(33, 47), (9, 17)])
 def test_every_level_round_trips_small_images(codec, size):
-    image = photo(*size)
+    image = sample_image(*size)
     for level in range(1, 8):
         decoded = codec.decode(codec.encode(image, level), steps=2)
         assert decoded.shape == image.shape and decoded.dtype == np.uint8
 
 
 def test_bytes_follow_the_rate_table(codec):
-    image = photo(512, 768)
+    image = sample_image(512, 768)
     sizes = [len(codec.encode(image, level)) for level in range(1, 8)]
     assert sizes == sorted(sizes)
     # 12 x 8 cells x 8 bits + 2 global codes x 4 bits + a 6-byte header + 32 channel statistics, lowest level
@@ -52,14 +46,14 @@ def test_the_lowest_rate_file_of_a_768x512_image_fits_in_160_bytes(perco_bundle)
     from enhance import api, container, registry
 
     with registry.use_plugins(full_codecs={"perco": partial(PercoCodec, bundle=perco_bundle, device="cpu")}):
-        data = api.encode_bitstream(photo(512, 768), "perco", 1)
+        data = api.encode_bitstream(sample_image(512, 768), "perco", 1)
     # 135 payload bytes; the container adds 16 (its CRC32 included), no parameters: the level is in the payload
     assert container.unpack(data).params == b""
     assert len(data) == 151
 
 
 def test_seeds_are_deterministic_and_matter(codec):
-    data = codec.encode(photo(40, 56), 3)
+    data = codec.encode(sample_image(40, 56), 3)
     first = codec.decode(data, steps=3, seed=1)
     assert np.array_equal(first, codec.decode(data, steps=3, seed=1))
     assert not np.array_equal(first, codec.decode(data, steps=3, seed=2))
@@ -68,8 +62,8 @@ def test_seeds_are_deterministic_and_matter(codec):
 def test_eta_draws_fresh_noise_between_steps_and_only_there(tmp_path):
     stochastic = PercoCodec(bundle=make_bundle(tmp_path / "eta1", eta=1.0), device="cpu")
     deterministic = PercoCodec(bundle=make_bundle(tmp_path / "eta0", eta=0.0), device="cpu")
-    data = stochastic.encode(photo(40, 56), 3)
-    assert data == deterministic.encode(photo(40, 56), 3)
+    data = stochastic.encode(sample_image(40, 56), 3)
+    assert data == deterministic.encode(sample_image(40, 56), 3)
     # One step goes straight to the clean estimate: no step to add noise between.
     assert np.array_equal(stochastic.decode(data, steps=1), deterministic.decode(data, steps=1))
     drawn = stochastic.decode(data, steps=3, seed=4)
@@ -107,7 +101,7 @@ def test_default_steps_follow_the_reference():
 
 def test_a_caption_travels_compressed(perco_bundle):
     codec = PercoCodec(bundle=perco_bundle, device="cpu")
-    image = photo(64, 64)
+    image = sample_image(64, 64)
     with_caption = codec.encode(image, 2, caption="a red boat on a lake at dusk")
     assert len(with_caption) > len(codec.encode(image, 2))
     from enhance_perco import bitstream
@@ -119,14 +113,14 @@ def test_a_caption_travels_compressed(perco_bundle):
 
 
 def test_a_decoder_without_text_cross_attention_leaves_the_caption_unread(codec):
-    image = photo(40, 56)
+    image = sample_image(40, 56)
     plain = codec.decode(codec.encode(image, 2), steps=2)
     assert np.array_equal(plain, codec.decode(codec.encode(image, 2, caption="a red boat"), steps=2))
 
 
 def test_a_text_conditioned_decoder_reads_the_caption(tmp_path):
     codec = PercoCodec(bundle=make_bundle(tmp_path / "bundle", reads_captions=True), device="cpu")
-    image = photo(40, 56)
+    image = sample_image(40, 56)
     boat = codec.decode(codec.encode(image, 2, caption="a red boat"), steps=2)
     assert np.array_equal(boat, codec.decode(codec.encode(image, 2, caption="a red boat"), steps=2))
     assert not np.array_equal(boat, codec.decode(codec.encode(image, 2, caption="a snowy mountain"), steps=2))
@@ -145,7 +139,7 @@ def test_a_text_encoder_of_another_width_than_the_decoder_attends_to_is_refused(
     shutil.rmtree(bundle / TEXT_ENCODER)
     tiny_text_encoder(bundle / TEXT_ENCODER, hidden_size=8)
     with pytest.raises(WeightsError, match="cross-attends to 16 channels.*gives 8"):
-        PercoCodec(bundle=bundle, device="cpu").encode(photo(16, 16), 1)
+        PercoCodec(bundle=bundle, device="cpu").encode(sample_image(16, 16), 1)
 
 
 def test_the_decode_takes_its_colour_from_the_sent_channel_statistics(codec):
@@ -161,7 +155,7 @@ def test_the_decode_takes_its_colour_from_the_sent_channel_statistics(codec):
 def test_version_1_streams_without_statistics_still_decode(codec):
     from enhance_perco import bitstream
 
-    image = photo(40, 56)
+    image = sample_image(40, 56)
     data = codec.encode(image, 3)
     header = 1 + 1 + 1 + 1  # version, height and width varints (< 128), level
     version_1 = bytes([1]) + data[1:header] + data[header + 32 :]
@@ -178,12 +172,12 @@ def test_version_1_streams_without_statistics_still_decode(codec):
 @pytest.mark.parametrize("rate", [0, 8, 1.5, "2"])
 def test_rates_outside_the_levels_are_clear_errors(codec, rate):
     with pytest.raises(EnhanceError, match="rate must be a level from 1 to 7"):
-        codec.encode(photo(16, 16), rate)
+        codec.encode(sample_image(16, 16), rate)
 
 
 def test_a_thousand_mutated_or_truncated_streams_fail_cleanly(codec):
     rng = np.random.default_rng(0)
-    good = codec.encode(photo(40, 64), 5)
+    good = codec.encode(sample_image(40, 64), 5)
     errors = 0
     for case in range(1000):
         data = bytearray(good)
@@ -232,7 +226,7 @@ def test_the_caption_comes_from_the_cli_or_from_the_files_own_description(perco_
     exif = Image.Exif()
     exif[0x010E] = "boats in a harbour"
     source = tmp_path / "described.jpg"
-    Image.fromarray(photo(33, 47)).save(source, quality=95, exif=exif.tobytes())
+    Image.fromarray(sample_image(33, 47)).save(source, quality=95, exif=exif.tobytes())
     runner = CliRunner()
     with registry.use_plugins(full_codecs={"perco": partial(PercoCodec, bundle=perco_bundle, device="cpu")}):
         for extra, expected in (([], "boats in a harbour"), (["--caption", "a lighthouse"], "a lighthouse")):

@@ -20,6 +20,10 @@ Errors are mean squared, in normalised latent units, over the cells of the val i
   conditioned on the codes and the global code, averaged over each cell: what the decoder
   reads from the codes, before any sampling.
 
+Beside the errors, `unigram_bits`: the mean bits per val index under each index's frequency over the
+training images (add-half smoothed), against the log2(V) bits of the codec's uniform coding: what
+entropy coding the indices with a learned (order-0) prior would save.
+
 If the decoder is near `index_map`, it reads what the codes carry; if `index_map` is far above
 `kmeans`, the codes carry less than codes of their size could; if both are near, what is left
 (down from `kmeans`) is not in codes of this size at all: it is the decoder's to generate.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -92,7 +97,8 @@ def level_errors(model, level: int, fit: list[torch.Tensor], val: list[torch.Ten
     enough = fit_targets.shape[0] >= 4 * size
     centroids = kmeans(fit_targets, size) if enough else None
     sums = dict.fromkeys(["variance", "kmeans", "index_map", "linear_probe", "decoder_from_noise"], 0.0)
-    cells = 0
+    frequency = (seen.double() + 0.5) / (seen.sum() + 0.5 * size)
+    cells, bits = 0, 0.0
     val_mean = torch.cat([cell_means(z, factor) for z in val]).mean(dim=0)
     for z in val:
         target = cell_means(z, factor)
@@ -108,7 +114,9 @@ def level_errors(model, level: int, fit: list[torch.Tensor], val: list[torch.Ten
         for name, guess in guesses.items():
             sums[name] += float((guess - target).pow(2).mean(dim=1).sum())
         cells += target.shape[0]
+        bits -= float(frequency[indices].log2().sum())
     row = {name: round(total / cells, 4) for name, total in sums.items()}
+    row["unigram_bits"] = round(bits / cells, 3)
     if centroids is None:
         row["kmeans"] = None  # too few training cells to fit V centroids
     return {"level": level + 1, "cell_positions": factor, "entries": size, "fit_cells": fit_targets.shape[0], "val_cells": cells, **row}
@@ -129,10 +137,11 @@ def main() -> None:
         fit = latents(args.train or [DEFAULT_TRAIN], args.every, 640, model, autoencoder)
         val = latents(args.val or [DEFAULT_DATASET], 1, 1024, model, autoencoder)
         rows = [level_errors(model, level, fit, val) for level in range(len(config.levels))]
-    print("| level | cell (latent positions) | V | variance | k-means | index map | linear probe | decoder from noise |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| level | cell (latent positions) | V | variance | k-means | index map | linear probe | decoder from noise | bits/index: uniform, unigram |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for row in rows:
-        cells = [row["level"], row["cell_positions"], row["entries"], *[row[k] for k in ("variance", "kmeans", "index_map", "linear_probe", "decoder_from_noise")]]
+        errors = [row[k] for k in ("variance", "kmeans", "index_map", "linear_probe", "decoder_from_noise")]
+        cells = [row["level"], row["cell_positions"], row["entries"], *errors, f"{math.log2(row['entries']):g}, {row['unigram_bits']}"]
         print("| " + " | ".join("n/a" if c is None else str(c) for c in cells) + " |")
     if args.json:
         document = {"command": command_line(), "bundle": str(args.bundle or "shipped"), "fit_images": len(fit), "val_images": len(val), "machine": machine(), "levels": rows}

@@ -22,12 +22,12 @@ import torch
 
 from enhance.compute import autocast
 from enhance.errors import EnhanceError, WeightsError
-from enhance.limits import max_pixels
 from enhance.latent import decode_latent
 from enhance.latent.full_codec import (
     bundle_folder, bundled_autoencoder, component_folder, default_device, image_latent, rate_level, step_count, weights_available,
     weights_identity,
 )
+from enhance.limits import max_pixels
 
 from . import bitstream, statistics
 from .config import PercoConfig

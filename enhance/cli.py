@@ -190,6 +190,9 @@ def train(
     refine_channels: Optional[int] = typer.Option(
         None, "--refine-channels", help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
     ),
+    refine_blocks: Optional[int] = typer.Option(
+        None, "--refine-blocks", min=0, help="Residual blocks in the refinement stage (more, or a wider --refine-channels, grows an --init-from bundle).",
+    ),
     mid_blocks: Optional[int] = typer.Option(None, "--mid-blocks", min=1, help="Residual blocks at the lowest resolution (more grows an --init-from bundle)."),
     schedule_steps: Optional[int] = typer.Option(
         None, "--schedule-steps", help="Sample the late-start span in this many steps (the last is the realism end).",
@@ -217,7 +220,7 @@ def train(
     from .train.adversarial import AdversarialOptions
     from .train.dirac import TrainOptions, train as run_training
 
-    model = _dirac_model_shape(init_from, refine_channels=refine_channels, mid_blocks=mid_blocks)
+    model = _dirac_model_shape(init_from, refine_channels=refine_channels, refine_blocks=refine_blocks, mid_blocks=mid_blocks)
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,

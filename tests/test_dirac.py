@@ -136,7 +136,10 @@ def test_bundle_config_is_read_strictly(tiny_bundle):
     path = tiny_bundle / "config.json"
     data = json.loads(path.read_text())
     assert DiracConfig.from_dict(data).model == TINY_MODEL
-    for bad in ({**data, "version": 2}, {**data, "extra": 1}, {**data, "format": "other"}, {**data, "default_steps": 99}):
+    # Version 1 predates the refiner's blocks: such a bundle has none; version 2 must say so.
+    version_1_model = {k: v for k, v in data["model"].items() if k != "refine_blocks"}
+    assert DiracConfig.from_dict({**data, "version": 1, "model": version_1_model}).model == TINY_MODEL
+    for bad in ({**data, "version": 3}, {**data, "model": version_1_model}, {**data, "extra": 1}, {**data, "format": "other"}, {**data, "default_steps": 99}):
         path.write_text(json.dumps(bad))
         with pytest.raises(BundleError, match="config.json"):
             DiracConfig.load(path)
@@ -387,9 +390,35 @@ def test_a_trained_bundle_grows_deeper_and_starts_as_the_same_function(photo_fol
     bundle = train(replace(options, steps=2))
     assert DiracConfig.load(bundle / "config.json").model == deeper
     assert load_file(str(bundle / "model.safetensors"))["mid.2.conv2.weight"].abs().max() > 0
-    for shallower in (replace(TINY_MODEL, mid_blocks=0), replace(TINY_MODEL, blocks=(1, 0)), replace(TINY_MODEL, refine_channels=8)):
+    for shallower in (replace(TINY_MODEL, mid_blocks=0), replace(TINY_MODEL, blocks=(1, 0)), replace(TINY_MODEL, refine_channels=2)):
         with pytest.raises(EnhanceError, match="only be grown"):
             train(replace(options, out=tmp_path / "refused", model=shallower))
+
+
+def test_a_trained_refiner_grows_wider_and_deeper_and_starts_as_the_same_function(photo_folder, tmp_path):
+    base = tmp_path / "base"
+    train(TrainOptions(codec="jpeg", data=[photo_folder], out=base, steps=2, batch=2, crop=32, model=TINY_MODEL, device="cpu"))
+    grown = replace(TINY_MODEL, refine_channels=7, refine_blocks=2)
+    options = TrainOptions(
+        codec="jpeg", data=[photo_folder], out=tmp_path / "grown", steps=0, batch=2, crop=32,
+        model=grown, init_from=base / "bundle", device="cpu",
+    )
+    task = DiracTask(options, log=lambda message: None)
+    assert task.new_modules == ("refiner.blocks.0.", "refiner.blocks.1.")
+    model = task.build(task.config)
+    before = DiracUNet(TINY_MODEL).to(memory_format=torch.channels_last)
+    load_state_dict_strict(before, base / "bundle" / "model.safetensors")
+    inputs = (torch.randn(1, 3, 32, 32), torch.randn(1, 3, 32, 32), torch.tensor([50]), torch.tensor([0.2]))
+    assert torch.allclose(before(*inputs), model(*inputs), atol=1e-6)
+    # The new channels are live (their FiLM rows and input weights are fresh), not padding.
+    assert model.refiner.film.weight[4:7].abs().max() > 0 and model.refiner.film.weight[11:].abs().max() > 0
+    bundle = train(replace(options, steps=2))
+    assert DiracConfig.load(bundle / "config.json").model == grown
+    trained = load_file(str(bundle / "model.safetensors"))
+    assert trained["refiner.conv2.weight"][:, 4:].abs().max() > 0
+    assert trained["refiner.blocks.1.conv2.weight"].abs().max() > 0
+    with pytest.raises(ValueError, match="refine_blocks needs"):
+        replace(TINY_MODEL, refine_channels=0, refine_blocks=1).validate()
 
 
 def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):

@@ -20,14 +20,15 @@ import numpy as np
 import torch
 from safetensors.torch import save as safetensors_bytes
 
-from ..enhancers.dirac.config import DiracConfig
+from ..enhancers.dirac.config import BundleError, DiracConfig
 from ..enhancers.dirac.model import DiracUNet, DiracUNetConfig
-from ..enhancers.dirac.pipeline import DiracPipeline, clip_range, load_state_dict_strict
+from ..enhancers.dirac.pipeline import DiracPipeline, clip_range
 from ..enhancers.dirac.scheduler import LateStartDDIM
 from ..errors import EnhanceError
 from ..image import find_images, write_atomic
 from ..metrics.detail import hf_energy_ratio
 from ..metrics.psnr import psnr_rgb
+from ..weights import load_exact, load_safetensors
 from .adversarial import (
     PATCH,
     AdversarialOptions,
@@ -156,18 +157,46 @@ def _growth(old: DiracUNetConfig, new: DiracUNetConfig) -> tuple[str, ...] | Non
 
     Each added module starts as the identity (a residual block's output convolution and the
     refiner's are zero-initialised), so the grown model first computes what the old one did.
+    A wider refiner is a growth too: `_widen_refiner` places the trained one inside it.
     """
-    same_shape = replace(new, blocks=old.blocks, mid_blocks=old.mid_blocks, refine_channels=old.refine_channels)
+    same_shape = replace(
+        new, blocks=old.blocks, mid_blocks=old.mid_blocks, refine_channels=old.refine_channels, refine_blocks=old.refine_blocks
+    )
     deeper = all(b >= a for a, b in zip(old.blocks, new.blocks)) and new.mid_blocks >= old.mid_blocks
-    refiner_kept = new.refine_channels == old.refine_channels or old.refine_channels == 0
-    if same_shape != old or not deeper or not refiner_kept:
+    refiner_grown = new.refine_channels >= old.refine_channels and new.refine_blocks >= old.refine_blocks
+    if same_shape != old or not deeper or not refiner_grown:
         return None
     added = [f"mid.{i}." for i in range(old.mid_blocks, new.mid_blocks)]
     for level, (a, b) in enumerate(zip(old.blocks, new.blocks)):
         added += [f"{part}.{level}.{i}." for part in ("encoder", "decoder") for i in range(a, b)]
-    if new.refine_channels != old.refine_channels:
+    if old.refine_channels == 0 and new.refine_channels:
         added.append("refiner.")
+    added += [f"refiner.blocks.{i}." for i in range(old.refine_blocks, new.refine_blocks)]
     return tuple(added)
+
+
+def _widen_refiner(state: dict[str, torch.Tensor], model: DiracUNet) -> dict[str, torch.Tensor]:
+    """`state` with a trained refiner placed inside `model`'s wider one.
+
+    The new channels keep their initialisation; the output convolution's weights from them
+    are zero (it starts at zero), so the widened model first computes what the narrow one did.
+    """
+    target = model.state_dict()
+    widened = dict(state)
+    for key, trained in state.items():
+        fresh = target.get(key)
+        if not key.startswith("refiner.") or fresh is None or fresh.shape == trained.shape:
+            continue
+        fresh = fresh.clone()
+        if key.startswith("refiner.film."):
+            # FiLM's rows are (scales, shifts): each half keeps its trained rows first.
+            old_half, new_half = trained.shape[0] // 2, fresh.shape[0] // 2
+            fresh[:old_half] = trained[:old_half]
+            fresh[new_half:new_half + old_half] = trained[old_half:]
+        else:
+            fresh[tuple(slice(0, n) for n in trained.shape)] = trained
+        widened[key] = fresh
+    return widened
 
 
 class DiracTask:
@@ -220,7 +249,9 @@ class DiracTask:
     def build(self, config: dict) -> DiracUNet:
         model = DiracUNet(DiracConfig.from_dict(config).model)
         if self.init_from is not None:
-            load_state_dict_strict(model, Path(self.init_from) / "model.safetensors", new_modules=self.new_modules)
+            path = Path(self.init_from) / "model.safetensors"
+            state = _widen_refiner(load_safetensors(path, error=BundleError), model)
+            load_exact(model, state, str(path), new_modules=self.new_modules, error=BundleError)
         return model.to(memory_format=torch.channels_last)
 
     def _noised(self, residual: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

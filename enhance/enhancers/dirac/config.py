@@ -19,7 +19,9 @@ from .model import DiracUNetConfig
 from .scheduler import ScheduleConfig
 
 FORMAT = "enhance.dirac"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+# Version 2 added model.refine_blocks; a version-1 bundle's refiner (if any) has none.
+V1_MODEL_DEFAULTS = {"refine_blocks": 0}
 
 
 class BundleError(WeightsError, ValueError):
@@ -123,8 +125,8 @@ def _list(value, key: str) -> list:
 def check_bundle_dict(data: dict) -> None:
     """Raises ValueError naming the key of the first value in a bundle config that has the wrong type or range."""
     model = _table(data["model"], "model", {f.name for f in fields(DiracUNetConfig)})
-    for key in ("image_channels", "unshuffle", "mid_blocks", "embed_dim", "refine_channels"):
-        _whole(model[key], f"model.{key}", 0 if key in ("mid_blocks", "refine_channels") else 1)
+    for key in ("image_channels", "unshuffle", "mid_blocks", "embed_dim", "refine_channels", "refine_blocks"):
+        _whole(model[key], f"model.{key}", 0 if key in ("mid_blocks", "refine_channels", "refine_blocks") else 1)
     for key in ("channels", "blocks"):
         for index, value in enumerate(_list(model[key], f"model.{key}")):
             _whole(value, f"model.{key}[{index}]", 1 if key == "channels" else 0)
@@ -208,6 +210,8 @@ class DiracConfig:
         unknown, missing = set(data) - expected, expected - set(data)
         if unknown or missing:
             raise ValueError(f"config keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
+        if version == 1 and isinstance(data["model"], dict):
+            data = {**data, "model": {**V1_MODEL_DEFAULTS, **data["model"]}}
         check_bundle_dict(data)
         rate = data["rate"]
         config = cls(

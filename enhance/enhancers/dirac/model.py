@@ -29,6 +29,9 @@ class DiracUNetConfig:
     rate_conditioned: bool = True
     # Hidden channels of the full-resolution refinement stage; 0 leaves it out.
     refine_channels: int = 0
+    # Residual blocks inside that stage: texture at single-pixel scale needs depth where the
+    # pixels are, not only behind the UNet's 2x2 shuffle.
+    refine_blocks: int = 0
 
     @classmethod
     def from_dict(cls, data: dict) -> "DiracUNetConfig":
@@ -55,8 +58,10 @@ class DiracUNetConfig:
             raise ValueError("channels and blocks must be non-empty and of equal length")
         if self.unshuffle < 1 or self.embed_dim < 2 or self.embed_dim % 2:
             raise ValueError("unshuffle must be >= 1 and embed_dim even")
-        if self.refine_channels < 0:
-            raise ValueError("refine_channels must be >= 0")
+        if self.refine_channels < 0 or self.refine_blocks < 0:
+            raise ValueError("refine_channels and refine_blocks must be >= 0")
+        if self.refine_blocks and not self.refine_channels:
+            raise ValueError("refine_blocks needs a refinement stage (refine_channels > 0)")
 
     @property
     def size_multiple(self) -> int:
@@ -99,10 +104,11 @@ class FullResolutionRefiner(nn.Module):
     Its output layer starts at zero, so adding it to a trained UNet changes nothing at first.
     """
 
-    def __init__(self, image_channels: int, hidden: int, embed_dim: int):
+    def __init__(self, image_channels: int, hidden: int, embed_dim: int, blocks: int = 0):
         super().__init__()
         self.conv1 = nn.Conv2d(3 * image_channels, hidden, 3, padding=1)
         self.film = nn.Linear(embed_dim, 2 * hidden)
+        self.blocks = nn.ModuleList(ResBlock(hidden, embed_dim) for _ in range(blocks))
         self.conv2 = nn.Conv2d(hidden, image_channels, 3, padding=1)
         nn.init.zeros_(self.conv2.weight)
         nn.init.zeros_(self.conv2.bias)
@@ -111,6 +117,8 @@ class FullResolutionRefiner(nn.Module):
         h = self.conv1(torch.cat([prediction, noisy_residual, decoded], dim=1))
         scale, shift = self.film(embedding)[:, :, None, None].chunk(2, dim=1)
         h = h * (1 + scale) + shift
+        for block in self.blocks:
+            h = block(h, embedding)
         return prediction + self.conv2(F.silu(h))
 
 
@@ -146,7 +154,7 @@ class DiracUNet(nn.Module):
         )
         self.head = nn.Conv2d(cfg.channels[0], cfg.image_channels * s2, 3, padding=1)
         self.refiner = (
-            FullResolutionRefiner(cfg.image_channels, cfg.refine_channels, embed) if cfg.refine_channels else None
+            FullResolutionRefiner(cfg.image_channels, cfg.refine_channels, embed, cfg.refine_blocks) if cfg.refine_channels else None
         )
 
     def embed(self, timesteps: torch.Tensor, rate: torch.Tensor | None) -> torch.Tensor:

@@ -51,10 +51,12 @@ def bundled_prior(directory: Path, name: str, device):
 
 def weights_identity(folders: list[Path], device: torch.device) -> str:
     """A full codec's `identity`: a short hash of every file under `folders` and the device type
-    (bf16 on one, fp32 on another), so `enhance compare`'s cache never serves another model's output."""
+    (bf16 on one, fp32 on another), so `enhance compare`'s cache never serves another model's output.
+    Markdown (model cards) is left out: editing a card changes no output, and should not make a
+    benchmark decode everything again."""
     digest = hashlib.sha256(device.type.encode())
     for folder in folders:
-        for path in sorted(path for path in Path(folder).rglob("*") if path.is_file()):
+        for path in sorted(path for path in Path(folder).rglob("*") if path.is_file() and path.suffix != ".md"):
             digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
             digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()[:16]

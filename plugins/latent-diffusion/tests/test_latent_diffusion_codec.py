@@ -158,9 +158,16 @@ def test_compare_keys_its_cache_on_the_weights(codec_bundle, tmp_path):
     from enhance.comparison.subject import Subject
 
     other = make_bundle(tmp_path / "bundle", seed=1)
-    keys = []
-    for folder in (codec_bundle, codec_bundle, other):
+
+    def key(folder):
         with registry.use_plugins(full_codecs={"latent-diffusion": partial(LatentDiffusionCodec, bundle=folder, device="cpu")}):
-            keys.append(Subject(name="latent-diffusion").key_fields())
+            return Subject(name="latent-diffusion").key_fields()
+
+    keys = [key(codec_bundle), key(codec_bundle), key(other)]
     assert keys[0] == keys[1]
     assert keys[0]["identity"] != keys[2]["identity"]
+    # An edited model card changes no output; an edited config does.
+    (other / "MODEL_CARD.md").write_text("measured again\n")
+    assert key(other) == keys[2]
+    (other / "codec.json").write_text((other / "codec.json").read_text() + "\n")
+    assert key(other) != keys[2]

@@ -138,18 +138,20 @@ class Validator:
         return {"quality": self.quality, **{key: float(np.mean(values)) for key, values in scores.items()}}
 
 
-def _grown_config(options: TrainOptions) -> tuple[DiracConfig, tuple[str, ...]]:
-    """The `init_from` bundle's config, grown as `options.model` asks, and the prefixes of its new modules."""
+def _grown_config(options: TrainOptions) -> tuple[DiracConfig, tuple[str, ...], bool]:
+    """The `init_from` bundle's config, grown as `options.model` asks, the prefixes of its new
+    modules, and whether its trained refiner is to be widened."""
     config = DiracConfig.load(Path(options.init_from) / "config.json")
     if options.model is None or options.model == config.model:
-        return config, ()
+        return config, (), False
     new_modules = _growth(config.model, options.model)
     if new_modules is None:
         raise EnhanceError(
             f"{options.init_from}: a bundle can only be grown by a refinement stage or by more residual blocks; "
             f"its model is {config.model.to_dict()}"
         )
-    return replace(config, model=options.model), new_modules
+    widened = 0 < config.model.refine_channels < options.model.refine_channels
+    return replace(config, model=options.model), new_modules, widened
 
 
 def _growth(old: DiracUNetConfig, new: DiracUNetConfig) -> tuple[str, ...] | None:
@@ -212,9 +214,10 @@ class DiracTask:
         self.checkpoint = Path(options.out) / "checkpoint.safetensors"
         self.dirac = DiracConfig(codec=options.codec, model=options.model or DiracUNetConfig())
         self.new_modules: tuple[str, ...] = ()
+        self.widen_refiner = False
         self.init_from = options.init_from if not self.checkpoint.exists() else None
         if self.init_from is not None:
-            self.dirac, self.new_modules = _grown_config(options)
+            self.dirac, self.new_modules, self.widen_refiner = _grown_config(options)
             log(f"initialised from {options.init_from}")
         if options.schedule_steps is not None:
             self.dirac = _with_schedule_steps(self.dirac, options.schedule_steps)
@@ -250,7 +253,9 @@ class DiracTask:
         model = DiracUNet(DiracConfig.from_dict(config).model)
         if self.init_from is not None:
             path = Path(self.init_from) / "model.safetensors"
-            state = _widen_refiner(load_safetensors(path, error=BundleError), model)
+            state = load_safetensors(path, error=BundleError)
+            if self.widen_refiner:
+                state = _widen_refiner(state, model)
             load_exact(model, state, str(path), new_modules=self.new_modules, error=BundleError)
         return model.to(memory_format=torch.channels_last)
 

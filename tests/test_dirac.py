@@ -139,7 +139,7 @@ def test_bundle_config_is_read_strictly(tiny_bundle):
     # Version 1 predates the refiner's blocks: such a bundle has none; version 2 must say so.
     version_1_model = {k: v for k, v in data["model"].items() if k != "refine_blocks"}
     assert DiracConfig.from_dict({**data, "version": 1, "model": version_1_model}).model == TINY_MODEL
-    for bad in ({**data, "version": 3}, {**data, "model": version_1_model}, {**data, "extra": 1}, {**data, "format": "other"}, {**data, "default_steps": 99}):
+    for bad in ({**data, "version": 3}, {**data, "model": version_1_model}, {**data, "version": 1}, {**data, "extra": 1}, {**data, "format": "other"}, {**data, "default_steps": 99}):
         path.write_text(json.dumps(bad))
         with pytest.raises(BundleError, match="config.json"):
             DiracConfig.load(path)

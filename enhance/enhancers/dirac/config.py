@@ -211,7 +211,10 @@ class DiracConfig:
         if unknown or missing:
             raise ValueError(f"config keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
         if version == 1 and isinstance(data["model"], dict):
-            data = {**data, "model": {**V1_MODEL_DEFAULTS, **data["model"]}}
+            newer = sorted(set(V1_MODEL_DEFAULTS) & set(data["model"]))
+            if newer:
+                raise ValueError(f"model.{newer[0]} is not in config version 1 (it came with version 2)")
+            data = {**data, "model": {**data["model"], **V1_MODEL_DEFAULTS}}
         check_bundle_dict(data)
         rate = data["rate"]
         config = cls(

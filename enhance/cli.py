@@ -215,6 +215,10 @@ def train(
         False, "--patch-distribution-ycbcr", help="Compare patches in luma and chroma, each at unit spread, not in R, G and B.",
     ),
     fidelity_share: float = typer.Option(0.25, "--fidelity-share", min=0.0, max=1.0, help="Share of each adversarial batch trained as the fidelity end (first step, MSE)."),
+    first_step_share: float = typer.Option(
+        0.25, "--first-step-share", min=0.0, max=1.0,
+        help="Without --adversarial: share of samples at the first sampling step (1: train the fidelity end alone).",
+    ),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .train.adversarial import AdversarialOptions
@@ -224,7 +228,7 @@ def train(
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
-        schedule_steps=schedule_steps, adversarial=AdversarialOptions(
+        start_step_share=first_step_share, schedule_steps=schedule_steps, adversarial=AdversarialOptions(
             weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
             patch_distribution_weight=patch_distribution_weight, patch_distribution_levels=patch_distribution_levels,
             patch_distribution_ycbcr=patch_distribution_ycbcr, fidelity_share=fidelity_share,

@@ -340,6 +340,20 @@ def test_training_checkpoints_resumes_and_writes_a_loadable_bundle(photo_folder,
     assert any(m.startswith("initialised from") for m in messages)
 
 
+def test_a_first_step_share_of_one_trains_the_fidelity_end_alone_from_noise_alone(photo_folder, tmp_path):
+    options = TrainOptions(codec="jpeg", data=[photo_folder], out=tmp_path / "run", crop=32, model=TINY_MODEL, device="cpu")
+    residual = torch.full((64, 3, 8, 8), 0.5)
+    for share, expected in ((1.0, 64), (0.25, 16)):
+        task = DiracTask(replace(options, start_step_share=share), log=lambda message: None)
+        torch.manual_seed(0)
+        noisy, t = task._noised(residual)
+        at_start = t == task.t_first
+        assert abs(int(at_start.sum()) - expected) <= 8
+        # Sampling starts from noise alone, so the first step sees no trace of the residual.
+        assert abs(float(noisy[at_start].mean())) < 0.05
+        assert (t <= task.t_first).all()
+
+
 def test_a_trained_bundle_grows_a_refiner_that_starts_as_the_identity(photo_folder, tmp_path):
     plain = replace(TINY_MODEL, refine_channels=0)
     base = tmp_path / "base"
@@ -549,13 +563,14 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
     bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5", "--mid-blocks", "3"]
     assert CliRunner().invoke(app, arguments + realism + bands).exit_code == 0
-    assert CliRunner().invoke(app, arguments).exit_code == 0
+    assert CliRunner().invoke(app, arguments + ["--first-step-share", "1"]).exit_code == 0
     assert received[0].adversarial == AdversarialOptions(
         weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3, patch_distribution_ycbcr=True,
         fidelity_share=0.5,
     )
     assert received[0].model == replace(DiracUNetConfig(), mid_blocks=3)
     assert received[1].adversarial is None and received[1].schedule_steps == 4 and received[1].model is None
+    assert received[0].start_step_share == 0.25 and received[1].start_step_share == 1.0
 
 
 def test_the_texture_energy_term_measures_the_fine_band_as_the_metric_does_and_where_it_is():

@@ -183,6 +183,7 @@ def train(
     minutes: Optional[float] = typer.Option(None, help="Stop (with a checkpoint) after this much wall time."),
     batch: int = typer.Option(16), crop: int = typer.Option(128), lr: float = typer.Option(2e-4),
     warmup: int = typer.Option(500, help="Optimiser steps of linear learning-rate warm-up."),
+    cooldown: int = typer.Option(0, min=0, help="The last this many steps before --steps, the learning rate falls linearly to zero."),
     val_every: int = typer.Option(1000, "--val-every", help="Validate (and write the bundle) every this many steps."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     seed: int = typer.Option(0),
@@ -227,7 +228,7 @@ def train(
     model = _dirac_model_shape(init_from, refine_channels=refine_channels, refine_blocks=refine_blocks, mid_blocks=mid_blocks)
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
-        batch=batch, crop=crop, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
+        batch=batch, crop=crop, lr=lr, warmup=warmup, cooldown=cooldown, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
         start_step_share=first_step_share, schedule_steps=schedule_steps, adversarial=AdversarialOptions(
             weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
             patch_distribution_weight=patch_distribution_weight, patch_distribution_levels=patch_distribution_levels,
@@ -346,6 +347,7 @@ def train_latent(
     crop: int = typer.Option(32, help="Latent crop side (x8 pixels for TAEF2)."),
     lr: float = typer.Option(2e-4),
     warmup: int = typer.Option(500, help="Optimiser steps of linear learning-rate warm-up."),
+    cooldown: int = typer.Option(0, min=0, help="The last this many steps before --steps, the learning rate falls linearly to zero."),
     val_every: int = typer.Option(1000, "--val-every", help="Validate (and write the bundle) every this many steps."),
     device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
     seed: int = typer.Option(0),
@@ -364,7 +366,9 @@ def train_latent(
         autoencoder=autoencoder, prior=prior, crop=crop, batch=batch, seed=seed, init_from=init_from, config=config,
         options=_key_values(option or [], "--option"),
     )
-    options = TrainerOptions(out=out, steps=steps, minutes=minutes, lr=lr, warmup=warmup, val_every=val_every, device=device, seed=seed)
+    options = TrainerOptions(
+        out=out, steps=steps, minutes=minutes, lr=lr, warmup=warmup, cooldown=cooldown, val_every=val_every, device=device, seed=seed,
+    )
     typer.echo(f"bundle: {train_latent_model(model, request, options, log=typer.echo)}")
 
 

@@ -563,7 +563,7 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
     bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5", "--mid-blocks", "3"]
     assert CliRunner().invoke(app, arguments + realism + bands).exit_code == 0
-    assert CliRunner().invoke(app, arguments + ["--first-step-share", "1"]).exit_code == 0
+    assert CliRunner().invoke(app, arguments + ["--first-step-share", "1", "--cooldown", "300"]).exit_code == 0
     assert received[0].adversarial == AdversarialOptions(
         weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3, patch_distribution_ycbcr=True,
         fidelity_share=0.5,
@@ -571,6 +571,7 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     assert received[0].model == replace(DiracUNetConfig(), mid_blocks=3)
     assert received[1].adversarial is None and received[1].schedule_steps == 4 and received[1].model is None
     assert received[0].start_step_share == 0.25 and received[1].start_step_share == 1.0
+    assert received[0].trainer_options().cooldown == 0 and received[1].trainer_options().cooldown == 300
 
 
 def test_the_texture_energy_term_measures_the_fine_band_as_the_metric_does_and_where_it_is():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from enhance.errors import WeightsError
 from enhance.priors import LatentPrior
 from enhance.priors.prior import ddim_timesteps
 from enhance.train.prior import PriorTask, PriorTaskOptions
-from enhance.train.trainer import Trainer, TrainerOptions
+from enhance.train.trainer import Trainer, TrainerOptions, learning_rate
 
 
 def tiny_unet(channels: int = 4) -> dict:
@@ -78,6 +79,20 @@ def test_training_resumes_and_the_bundle_loads_strictly(latent_files, tmp_path):
     assert clean.shape == x.shape and torch.isfinite(clean).all()
     # Same input, same output: DDIM with eta = 0 is deterministic.
     assert torch.equal(clean, prior.denoise(prior.normalise(x), start=200, steps=3))
+
+
+def test_the_learning_rate_warms_up_holds_then_cools_down_to_zero_at_the_last_step(latent_files, tmp_path):
+    options = TrainerOptions(out=tmp_path, steps=10, lr=1.0, warmup=2, cooldown=4)
+    rates = [learning_rate(options, step) for step in range(10)]
+    assert rates == pytest.approx([0.5, 1, 1, 1, 1, 1, 1, 0.75, 0.5, 0.25])
+    assert learning_rate(TrainerOptions(out=tmp_path, steps=10, lr=1.0, warmup=1), 9) == 1.0
+    # The optimiser is given that rate, by the step a resumed run is at.
+    out = tmp_path / "run"
+    cooled = TrainerOptions(out=out, steps=3, lr=1e-3, warmup=1, cooldown=2, log_every=1)
+    Trainer(make_task(latent_files), replace(cooled, steps=2, cooldown=0)).run()
+    Trainer(make_task(latent_files), cooled).run()
+    records = [json.loads(line) for line in (out / "train.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in records if "loss" in r] == pytest.approx([1e-3, 1e-3, 0.5e-3])
 
 
 def test_a_resumed_run_refuses_another_model(latent_files, tmp_path):

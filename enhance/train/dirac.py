@@ -60,6 +60,7 @@ class TrainOptions:
     crop: int = 128
     lr: float = 2e-4
     warmup: int = 500
+    cooldown: int = 0
     ema_decay: float = 0.999
     # Share of samples drawn at the first sampling timestep: that step alone is the
     # fidelity mode, so it gets more than its uniform share of training.
@@ -83,7 +84,7 @@ class TrainOptions:
 
     def trainer_options(self) -> TrainerOptions:
         return TrainerOptions(
-            out=Path(self.out), steps=self.steps, minutes=self.minutes, lr=self.lr, warmup=self.warmup,
+            out=Path(self.out), steps=self.steps, minutes=self.minutes, lr=self.lr, warmup=self.warmup, cooldown=self.cooldown,
             ema_decay=self.ema_decay, log_every=self.log_every, val_every=self.val_every,
             checkpoint_every=self.checkpoint_every, seed=self.seed, device=self.device,
         )

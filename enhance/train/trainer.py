@@ -63,6 +63,9 @@ class TrainerOptions:
     minutes: float | None = None
     lr: float = 2e-4
     warmup: int = 500
+    # The last this many steps before `steps`, the learning rate falls linearly to zero
+    # (a cool-down: the settled weights of a constant rate, without its last jitter).
+    cooldown: int = 0
     weight_decay: float = 0.0
     ema_decay: float = 0.999
     grad_clip: float = 1.0
@@ -73,6 +76,13 @@ class TrainerOptions:
     device: str | None = None
     # bf16 autocast where bf16 is fast (`enhance.compute`); False trains in fp32 everywhere.
     bf16: bool = True
+
+
+def learning_rate(options: TrainerOptions, step: int) -> float:
+    """The rate at optimiser step `step`: linear warm-up, constant, then the linear cool-down."""
+    warm = min(1.0, (step + 1) / max(1, options.warmup))
+    cool = min(1.0, (options.steps - step) / options.cooldown) if options.cooldown else 1.0
+    return options.lr * warm * max(0.0, cool)
 
 
 def atomic_save(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
@@ -199,7 +209,7 @@ class Trainer:
 
     def _train_step(self) -> dict[str, float]:
         options = self.options
-        lr = options.lr * min(1.0, (self.step + 1) / max(1, options.warmup))
+        lr = learning_rate(options, self.step)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         with autocast(self.device) if options.bf16 else nullcontext():

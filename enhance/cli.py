@@ -185,8 +185,7 @@ def train(
     warmup: int = typer.Option(500, help="Optimiser steps of linear learning-rate warm-up."),
     cooldown: int = typer.Option(0, min=0, help="The last this many steps before --steps, the learning rate falls linearly to zero."),
     val_every: int = typer.Option(1000, "--val-every", help="Validate (and write the bundle) every this many steps."),
-    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."),
-    seed: int = typer.Option(0),
+    device: Optional[str] = typer.Option(None, help="cpu or cuda (default: cuda when present)."), seed: int = typer.Option(0),
     init_from: Optional[Path] = typer.Option(None, "--init-from", help="Start from this bundle when OUT has no checkpoint."),
     refine_channels: Optional[int] = typer.Option(
         None, "--refine-channels", help="Give the model a full-resolution refinement stage of this width (also grows an --init-from bundle).",
@@ -216,10 +215,8 @@ def train(
         False, "--patch-distribution-ycbcr", help="Compare patches in luma and chroma, each at unit spread, not in R, G and B.",
     ),
     fidelity_share: float = typer.Option(0.25, "--fidelity-share", min=0.0, max=1.0, help="Share of each adversarial batch trained as the fidelity end (first step, MSE)."),
-    first_step_share: float = typer.Option(
-        0.25, "--first-step-share", min=0.0, max=1.0,
-        help="Without --adversarial: share of samples at the first sampling step (1: train the fidelity end alone).",
-    ),
+    first_step_network: bool = typer.Option(False, "--first-step-network", help="Train the first step's own network (the fidelity end) alone; the --init-from bundle's later steps stay."),
+    first_step_share: float = typer.Option(0.25, "--first-step-share", min=0.0, max=1.0, help="Without --adversarial: share of samples at the first sampling step."),
 ) -> None:
     """Train (or resume) a DIRAC enhancer for a base codec."""
     from .train.adversarial import AdversarialOptions
@@ -229,7 +226,7 @@ def train(
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, cooldown=cooldown, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
-        start_step_share=first_step_share, schedule_steps=schedule_steps, adversarial=AdversarialOptions(
+        start_step_share=first_step_share, first_step_network=first_step_network, schedule_steps=schedule_steps, adversarial=AdversarialOptions(
             weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
             patch_distribution_weight=patch_distribution_weight, patch_distribution_levels=patch_distribution_levels,
             patch_distribution_ycbcr=patch_distribution_ycbcr, fidelity_share=fidelity_share,

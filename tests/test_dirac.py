@@ -26,7 +26,8 @@ from enhance.enhancers.dirac import (
 from enhance.enhancers.dirac.pipeline import load_state_dict_strict
 from enhance.errors import BadInput, EnhanceError
 from enhance.train import dirac as train_module
-from enhance.train.dirac import DiracTask, TrainOptions, train
+from enhance.train.adversarial import AdversarialOptions
+from enhance.train.dirac import DiracTask, TrainOptions, save_bundle, train
 from enhance.train.thresholds import write_thresholds
 
 
@@ -137,9 +138,22 @@ def test_bundle_config_is_read_strictly(tiny_bundle):
     data = json.loads(path.read_text())
     assert DiracConfig.from_dict(data).model == TINY_MODEL
     # Version 1 predates the refiner's blocks: such a bundle has none; version 2 must say so.
+    # Version 2 predates the first step's own network: one network makes every step.
+    version_2 = {k: v for k, v in data.items() if k != "first_step_model"} | {"version": 2}
     version_1_model = {k: v for k, v in data["model"].items() if k != "refine_blocks"}
-    assert DiracConfig.from_dict({**data, "version": 1, "model": version_1_model}).model == TINY_MODEL
-    for bad in ({**data, "version": 3}, {**data, "model": version_1_model}, {**data, "version": 1}, {**data, "extra": 1}, {**data, "format": "other"}, {**data, "default_steps": 99}):
+    assert DiracConfig.from_dict({**version_2, "version": 1, "model": version_1_model}).model == TINY_MODEL
+    assert DiracConfig.from_dict(version_2).first_step_model is None
+    own_first_step = {**data, "first_step_model": {**data["model"], "mid_blocks": 2}}
+    assert DiracConfig.from_dict(own_first_step).first_step_model == replace(TINY_MODEL, mid_blocks=2)
+    bad_configs = (
+        {**data, "version": 4}, {**data, "model": version_1_model}, {**version_2, "version": 1}, {**data, "extra": 1},
+        {**data, "format": "other"}, {**data, "default_steps": 99}, {**version_2, "first_step_model": None},
+        {k: v for k, v in data.items() if k != "first_step_model"},
+        {**data, "first_step_model": {**data["model"], "image_channels": 1}},
+        {**data, "first_step_model": {**data["model"], "mid_blocks": 2.0}},
+        {**data, "first_step_model": {**data["model"], "rate_conditioned": False}},
+    )
+    for bad in bad_configs:
         path.write_text(json.dumps(bad))
         with pytest.raises(BundleError, match="config.json"):
             DiracConfig.load(path)
@@ -352,6 +366,10 @@ def test_a_first_step_share_of_one_trains_the_fidelity_end_alone_from_noise_alon
         # Sampling starts from noise alone, so the first step sees no trace of the residual.
         assert abs(float(noisy[at_start].mean())) < 0.05
         assert (t <= task.t_first).all()
+    # A first step's own network is trained at that step alone, whatever the share.
+    first_step = replace(options, start_step_share=0.25, first_step_network=True, init_from=make_tiny_bundle(tmp_path / "base"))
+    task = DiracTask(first_step, log=lambda message: None)
+    assert (task._noised(residual)[1] == task.t_first).all()
 
 
 def test_a_trained_bundle_grows_a_refiner_that_starts_as_the_identity(photo_folder, tmp_path):
@@ -435,6 +453,76 @@ def test_a_trained_refiner_grows_wider_and_deeper_and_starts_as_the_same_functio
         replace(TINY_MODEL, refine_channels=0, refine_blocks=1).validate()
 
 
+def _with_own_first_step(bundle, seed: int | None):
+    """`bundle` given a first-step network: a copy of its own (seed None) or a random one."""
+    config = DiracConfig.load(bundle / "config.json")
+    later = DiracUNet(config.model)
+    load_state_dict_strict(later, bundle / "model.safetensors")
+    first = DiracUNet(config.model)
+    first.load_state_dict(later.state_dict())
+    if seed is not None:
+        torch.manual_seed(seed)
+        with torch.no_grad():
+            for p in first.parameters():
+                p.normal_(0, 0.05)
+    save_bundle(bundle, later, replace(config, first_step_model=config.model), first_step=first)
+    return bundle
+
+
+def test_a_bundle_with_its_own_first_step_network_samples_the_first_step_with_it_only(tmp_path):
+    image = natural_image(40, 56, seed=1)
+    single = load_dirac("jpeg", bundle=make_tiny_bundle(tmp_path / "single"))
+    same = load_dirac("jpeg", bundle=_with_own_first_step(make_tiny_bundle(tmp_path / "same"), seed=None))
+    own = load_dirac("jpeg", bundle=_with_own_first_step(make_tiny_bundle(tmp_path / "own"), seed=5))
+    reference = single.enhance_stops(image, rate=30, stops=[1, 2, 4], seed=3)
+    # Its own copy of the same weights changes nothing: the file is read and used as the first step.
+    assert all(np.array_equal(reference[k], v) for k, v in same.enhance_stops(image, rate=30, stops=[1, 2, 4], seed=3).items())
+    stops = own.enhance_stops(image, rate=30, stops=[1, 2, 4], seed=3)
+    assert not np.array_equal(stops[1], reference[1]) and not np.array_equal(stops[2], reference[2])
+    assert single.identity != same.identity
+    # A later step's own prediction is the later network's: from the first step's sample it
+    # equals the single-network bundle's, which shares that network.
+    pipeline, config = own.pipeline, own.config
+    decoded, noise = torch.rand(1, 3, 32, 32) * 2 - 1, torch.randn(1, 3, 32, 32)
+    sample = noise * pipeline.schedule.initial_noise_scale()
+    t, rate = torch.full((1,), int(pipeline.schedule.timesteps[1])), torch.full((1,), config.rate.normalise(30))
+    fp32 = lambda network: network.float()(sample, decoded, t, rate)  # noqa: E731
+    assert torch.equal(fp32(own.pipeline.model), fp32(single.pipeline.model))
+    (tmp_path / "own" / "first_step.safetensors").unlink()
+    with pytest.raises(BundleError, match="first_step.safetensors"):
+        load_dirac("jpeg", bundle=tmp_path / "own")
+
+
+def test_training_a_first_step_network_keeps_the_later_steps_and_resumes(photo_folder, tmp_path):
+    base = make_tiny_bundle(tmp_path / "base")
+    options = TrainOptions(
+        codec="jpeg", data=[photo_folder], val=[photo_folder], out=tmp_path / "first", steps=2, batch=2, crop=32,
+        val_every=2, val_images=1, init_from=base, first_step_network=True, device="cpu",
+    )
+    bundle = train(options)
+    config = DiracConfig.load(bundle / "config.json")
+    assert config.first_step_model == config.model == TINY_MODEL
+    later, first = load_file(str(bundle / "model.safetensors")), load_file(str(bundle / "first_step.safetensors"))
+    assert all(torch.equal(later[k], v) for k, v in load_file(str(base / "model.safetensors")).items())
+    assert any(not torch.equal(first[k], later[k]) for k in later)
+    assert load_dirac("jpeg", bundle=bundle).enhance(natural_image(33, 47), rate=50, steps=2).shape == (33, 47, 3)
+    # It resumes with the later steps from its checkpoint alone, and only as a first-step run.
+    resumed = train(replace(options, steps=3, init_from=None))
+    assert torch.equal(load_file(str(resumed / "model.safetensors"))["head.weight"], later["head.weight"])
+    with pytest.raises(EnhanceError, match="'dirac-first-step', not 'dirac'"):
+        train(replace(options, steps=4, first_step_network=False))
+    with pytest.raises(EnhanceError, match="--init-from"):
+        train(replace(options, out=tmp_path / "alone", init_from=None))
+    # The realism steps of a bundle with its own first step train on that first step, which stays.
+    first = load_file(str(resumed / "first_step.safetensors"))
+    realism = replace(options, out=tmp_path / "realism", init_from=bundle, first_step_network=False, val=None, adversarial=AdversarialOptions())
+    trained = train(realism)
+    assert all(torch.equal(v, first[k]) for k, v in load_file(str(trained / "first_step.safetensors")).items())
+    assert any(not torch.equal(v, later[k]) for k, v in load_file(str(trained / "model.safetensors")).items())
+    log = [json.loads(line) for line in (tmp_path / "realism" / "train.jsonl").read_text().splitlines()]
+    assert all("fidelity_mse" not in record for record in log)
+
+
 def test_thresholds_are_measured_and_stored(photo_folder, tiny_bundle):
     table = write_thresholds(tiny_bundle, [photo_folder], crops_per_rate=8, crop=32)
     stored = DiracConfig.load(tiny_bundle / "config.json").thresholds
@@ -480,7 +568,6 @@ def test_a_checkpoint_from_before_the_trainer_resumes(photo_folder, tmp_path):
 def test_adversarial_training_samples_in_fewer_steps_and_resumes_its_discriminator(photo_folder, tmp_path):
     from safetensors import safe_open
 
-    from enhance.train.adversarial import AdversarialOptions
 
     base = tmp_path / "base"
     train(TrainOptions(codec="jpeg", data=[photo_folder], out=base, steps=1, batch=2, crop=32, model=TINY_MODEL, device="cpu"))
@@ -555,7 +642,6 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     from typer.testing import CliRunner
 
     from enhance.cli import app
-    from enhance.train.adversarial import AdversarialOptions
 
     received = []
     monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)

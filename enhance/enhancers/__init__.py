@@ -22,13 +22,13 @@ def bundle_directory(codec: str) -> Path:
 
     if codec not in DEFAULT_BUNDLES:
         raise EnhanceError(f"no trained enhancer for codec {codec!r}; trained: {', '.join(sorted(DEFAULT_BUNDLES))}")
-    bundle = DEFAULT_BUNDLES[codec]
-    config = weights.resolve(bundle, "config.json")
-    weights.resolve(bundle, "model.safetensors")
-    return config.parent
+    return weights.resolve_bundle(DEFAULT_BUNDLES[codec])
 
 
-BUNDLE_FILES = ("config.json", "model.safetensors")
+WEIGHTS_FILE = "model.safetensors"
+# The first step's own network, in the bundles whose config names a first_step_model.
+FIRST_STEP_WEIGHTS_FILE = "first_step.safetensors"
+BUNDLE_FILES = ("config.json", WEIGHTS_FILE)
 
 
 def dirac_identity(directory: Path, device_type: str | None = None, dtype_name: str | None = None) -> str:
@@ -41,6 +41,9 @@ def dirac_identity(directory: Path, device_type: str | None = None, dtype_name: 
     digest = hashlib.sha256()
     for name in BUNDLE_FILES:
         digest.update((Path(directory) / name).read_bytes())
+    first_step = Path(directory) / FIRST_STEP_WEIGHTS_FILE
+    if first_step.exists():
+        digest.update(FIRST_STEP_WEIGHTS_FILE.encode() + first_step.read_bytes())
     if device_type is not None:
         digest.update(f"{device_type}:{dtype_name}".encode())
     return digest.hexdigest()[:16]

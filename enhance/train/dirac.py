@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from safetensors.torch import save as safetensors_bytes
 
+from ..enhancers import FIRST_STEP_WEIGHTS_FILE, WEIGHTS_FILE
 from ..enhancers.dirac.config import BundleError, DiracConfig
 from ..enhancers.dirac.model import DiracUNet, DiracUNetConfig
 from ..enhancers.dirac.pipeline import DiracPipeline, clip_range
@@ -46,6 +47,8 @@ from .trainer import Trainer, TrainerOptions, adam_tensors, restore_adam
 
 # The metadata format of checkpoints from before the Trainer; they resume as "dirac" ones.
 LEGACY_CHECKPOINT_FORMAT = "enhance.dirac.checkpoint"
+# Checkpoint key prefix of the frozen network a run's bundle holds beside the trained one.
+PARTNER = "partner."
 
 
 @dataclass
@@ -81,6 +84,9 @@ class TrainOptions:
     schedule_steps: int | None = None
     # Train the steps after the first adversarially (the realism end); None: x0 MSE only.
     adversarial: AdversarialOptions | None = None
+    # Train the first step's own network alone (the fidelity end, x0 MSE from noise alone);
+    # the later steps keep the `init_from` bundle's network, and the bundle holds both.
+    first_step_network: bool = False
 
     def trainer_options(self) -> TrainerOptions:
         return TrainerOptions(
@@ -90,13 +96,18 @@ class TrainOptions:
         )
 
 
-def save_bundle(directory: Path, model: DiracUNet, config: DiracConfig, dtype=torch.float16) -> None:
-    """A loadable bundle: config.json plus half-precision weights (half the size, same output in bf16)."""
+def save_bundle(
+    directory: Path, model: DiracUNet, config: DiracConfig, first_step: DiracUNet | None = None, dtype=torch.float16
+) -> None:
+    """A loadable bundle: config.json plus half-precision weights (half the size, same output in bf16),
+    with the first step's own network when the config names one."""
     directory.mkdir(parents=True, exist_ok=True)
     config.save(directory / "config.json")
-    tensors = {k: v.detach().to(dtype).contiguous() for k, v in model.state_dict().items()}
     metadata = {"format": "enhance.dirac.weights", "version": "1"}
-    write_atomic(directory / "model.safetensors", safetensors_bytes(tensors, metadata=metadata))
+    for network, name in ((model, WEIGHTS_FILE), (first_step, FIRST_STEP_WEIGHTS_FILE)):
+        if network is not None:
+            tensors = {k: v.detach().to(dtype).contiguous() for k, v in network.state_dict().items()}
+            write_atomic(directory / name, safetensors_bytes(tensors, metadata=metadata))
 
 
 def to_unit(images: np.ndarray, device) -> torch.Tensor:
@@ -139,20 +150,33 @@ class Validator:
         return {"quality": self.quality, **{key: float(np.mean(values)) for key, values in scores.items()}}
 
 
+def trained_network(config: DiracConfig, first_step: bool) -> DiracUNetConfig:
+    """The network a run trains: the first step's own (a bundle without one: its only network,
+    where the first step's starts) or the one that makes the later steps."""
+    return (config.first_step_model or config.model) if first_step else config.model
+
+
+def _with_trained_network(config: DiracConfig, network: DiracUNetConfig, first_step: bool) -> DiracConfig:
+    return replace(config, first_step_model=network) if first_step else replace(config, model=network)
+
+
 def _grown_config(options: TrainOptions) -> tuple[DiracConfig, tuple[str, ...], bool]:
-    """The `init_from` bundle's config, grown as `options.model` asks, the prefixes of its new
-    modules, and whether its trained refiner is to be widened."""
+    """The `init_from` bundle's config with the trained network grown as `options.model` asks,
+    the prefixes of its new modules, and whether its trained refiner is to be widened."""
     config = DiracConfig.load(Path(options.init_from) / "config.json")
-    if options.model is None or options.model == config.model:
+    first_step = options.first_step_network
+    trained = trained_network(config, first_step)
+    config = _with_trained_network(config, trained, first_step)
+    if options.model is None or options.model == trained:
         return config, (), False
-    new_modules = _growth(config.model, options.model)
+    new_modules = _growth(trained, options.model)
     if new_modules is None:
         raise EnhanceError(
             f"{options.init_from}: a bundle can only be grown by a refinement stage or by more residual blocks; "
-            f"its model is {config.model.to_dict()}"
+            f"its model is {trained.to_dict()}"
         )
-    widened = 0 < config.model.refine_channels < options.model.refine_channels
-    return replace(config, model=options.model), new_modules, widened
+    widened = 0 < trained.refine_channels < options.model.refine_channels
+    return _with_trained_network(config, options.model, first_step), new_modules, widened
 
 
 def _growth(old: DiracUNetConfig, new: DiracUNetConfig) -> tuple[str, ...] | None:
@@ -203,22 +227,35 @@ def _widen_refiner(state: dict[str, torch.Tensor], model: DiracUNet) -> dict[str
 
 
 class DiracTask:
-    """The DIRAC residual-diffusion objective as a `TrainingTask`."""
+    """The DIRAC residual-diffusion objective as a `TrainingTask`.
 
-    kind = "dirac"
+    A bundle may hold two networks: the first step's own and the one for the later steps.
+    A run trains one of them; the other (its partner) stays frozen, travels in the
+    checkpoint, and is written into each bundle beside the trained one.
+    """
+
     legacy_checkpoint_formats = (LEGACY_CHECKPOINT_FORMAT,)
 
     def __init__(self, options: TrainOptions, log: Callable[[str], None] = print):
         if options.codec not in DEGRADATIONS:
             raise ValueError(f"no training degradation for codec {options.codec!r}; known: {sorted(DEGRADATIONS)}")
         self.options = options
+        self.first_step = options.first_step_network
+        # Another kind of checkpoint: one run's first-step network never resumes as another's later steps.
+        self.kind = "dirac-first-step" if self.first_step else "dirac"
         self.checkpoint = Path(options.out) / "checkpoint.safetensors"
         self.dirac = DiracConfig(codec=options.codec, model=options.model or DiracUNetConfig())
         self.new_modules: tuple[str, ...] = ()
         self.widen_refiner = False
         self.init_from = options.init_from if not self.checkpoint.exists() else None
+        if self.first_step and options.adversarial:
+            raise EnhanceError("the first step's own network is the fidelity end: it is not trained adversarially")
+        if self.first_step and self.init_from is None and not self.checkpoint.exists():
+            raise EnhanceError("training a first step's own network needs the bundle whose later steps it joins (--init-from)")
+        self.partner: DiracUNet | None = None
         if self.init_from is not None:
             self.dirac, self.new_modules, self.widen_refiner = _grown_config(options)
+            self.partner = self._load_partner(Path(self.init_from))
             log(f"initialised from {options.init_from}")
         if options.schedule_steps is not None:
             self.dirac = _with_schedule_steps(self.dirac, options.schedule_steps)
@@ -244,16 +281,40 @@ class DiracTask:
     def resume_config(self, stored: dict) -> dict:
         """A resume trains the run's own model: built from the checkpoint's config; asking for another is refused."""
         config = DiracConfig.from_dict(stored)
-        if self.options.model is not None and self.options.model != config.model:
-            raise EnhanceError(f"{self.checkpoint}: this run trains the model {config.model.to_dict()}, not the one asked for")
+        trained = trained_network(config, self.first_step)
+        if self.options.model is not None and self.options.model != trained:
+            raise EnhanceError(f"{self.checkpoint}: this run trains the model {trained.to_dict()}, not the one asked for")
         self.dirac, self.init_from = config, None
         self._set_schedule()
         return stored
 
+    def _partner_config(self) -> DiracUNetConfig | None:
+        return self.dirac.model if self.first_step else self.dirac.first_step_model
+
+    def _load_partner(self, bundle: Path) -> DiracUNet | None:
+        """The `bundle`'s network this run does not train, frozen; None when it has none."""
+        config = self._partner_config()
+        if config is None:
+            return None
+        partner, path = DiracUNet(config), bundle / (WEIGHTS_FILE if self.first_step else FIRST_STEP_WEIGHTS_FILE)
+        load_exact(partner, load_safetensors(path, error=BundleError), str(path), error=BundleError)
+        return _frozen(partner, self.options)
+
+    def _file_of_trained(self, bundle: Path) -> Path:
+        """The trained network's weights in an `init_from` bundle: a first step starts from the
+        bundle's own first-step network, or from its only one."""
+        has_own = DiracConfig.load(bundle / "config.json").first_step_model is not None
+        return bundle / (FIRST_STEP_WEIGHTS_FILE if self.first_step and has_own else WEIGHTS_FILE)
+
+    def _checked_partner(self) -> DiracUNet | None:
+        if self._partner_config() is not None and self.partner is None:
+            raise EnhanceError(f"{self.checkpoint}: the checkpoint lacks the frozen network this run's bundle holds beside the trained one")
+        return self.partner
+
     def build(self, config: dict) -> DiracUNet:
-        model = DiracUNet(DiracConfig.from_dict(config).model)
+        model = DiracUNet(trained_network(DiracConfig.from_dict(config), self.first_step))
         if self.init_from is not None:
-            path = Path(self.init_from) / "model.safetensors"
+            path = self._file_of_trained(Path(self.init_from))
             state = load_safetensors(path, error=BundleError)
             if self.widen_refiner:
                 state = _widen_refiner(state, model)
@@ -264,7 +325,8 @@ class DiracTask:
         """(noisy residual, timesteps): a share at the first sampling step, from noise alone."""
         n, device = residual.shape[0], residual.device
         t = torch.randint(0, self.t_first, (n,), device=device)
-        at_start = torch.rand(n, device=device) < self.options.start_step_share
+        share = 1.0 if self.first_step else self.options.start_step_share
+        at_start = torch.rand(n, device=device) < share
         t = torch.where(at_start, torch.full_like(t, self.t_first), t)
         alpha = self.alphas.to(device)[t].view(-1, 1, 1, 1)
         # Sampling starts from noise alone (the residual is unknown), so the first step is
@@ -295,31 +357,41 @@ class DiracTask:
         """x0 MSE at the first step for a share of the batch (the fidelity end); for the rest, the
         prediction at a later step of the model's own sampling trajectory, judged by the discriminator."""
         n = residual.shape[0]
-        # At least one sample of each kind, whatever the batch and share.
-        n_fidelity = min(n - 1, max(1, round(n * self.options.adversarial.fidelity_share)))
+        first_step_network = self._checked_partner()
+        # At least one sample of each kind, whatever the batch and share; none for the
+        # fidelity end where the first step has its own network.
+        n_fidelity = 0 if first_step_network else min(n - 1, max(1, round(n * self.options.adversarial.fidelity_share)))
         start = torch.randn_like(residual) * self.schedule.initial_noise_scale()
         first = torch.full((n,), self.t_first, device=residual.device)
         rate_of = lambda part: None if rate_input is None else rate_input[part]  # noqa: E731
         fidelity = slice(0, n_fidelity)
-        prediction = _call(model, start[fidelity], x_hat[fidelity], first[fidelity], rate_of(fidelity))
-        fidelity_mse = torch.mean((prediction - residual[fidelity]) ** 2)
+        scalars = {}
+        fidelity_mse = residual.new_zeros(())
+        if n_fidelity:
+            prediction = _call(model, start[fidelity], x_hat[fidelity], first[fidelity], rate_of(fidelity))
+            fidelity_mse = torch.mean((prediction - residual[fidelity]) ** 2)
+            scalars["fidelity_mse"] = fidelity_mse.item()
         realism = slice(n_fidelity, n)
         steps = int(np.random.default_rng([self.options.seed, step, 1]).integers(2, self.dirac.schedule.schedule_steps + 1))
-        prediction = self._trajectory(model, start[realism], x_hat[realism], rate_of(realism), rates[realism], steps)
+        networks = (first_step_network or model, model)
+        prediction = self._trajectory(networks, start[realism], x_hat[realism], rate_of(realism), rates[realism], steps)
         scaled = self.dirac.residual_scale
         losses = self.adversary.generator_losses(model, prediction, residual[realism], x_hat[realism], scaled)
         share = (n - n_fidelity) / n
         total = (1 - share) * fidelity_mse + share * losses.pop("total")
-        return total, {"fidelity_mse": fidelity_mse.item(), "steps": steps, **losses}
+        return total, {**scalars, "steps": steps, **losses}
 
-    def _trajectory(self, model, sample, x_hat, rate_input, rates, steps: int) -> torch.Tensor:
-        """The x0 prediction at step `steps` of the sampling trajectory from `sample`; earlier steps without gradients."""
+    def _trajectory(self, networks, sample, x_hat, rate_input, rates, steps: int) -> torch.Tensor:
+        """The x0 prediction at step `steps` of the sampling trajectory from `sample`; earlier steps without gradients.
+
+        `networks` are (first step's, later steps'), as the pipeline samples them."""
         clip = clip_range(self.dirac, list(rates), sample.device)
         timesteps = self.schedule.timesteps[:steps]
+        first_network, model = networks
         with torch.no_grad():
-            for timestep in timesteps[:-1]:
+            for index, timestep in enumerate(timesteps[:-1]):
                 t = torch.full((sample.shape[0],), int(timestep), device=sample.device)
-                prediction = _call(model, sample, x_hat, t, rate_input)
+                prediction = _call(first_network if index == 0 else model, sample, x_hat, t, rate_input)
                 if clip is not None:
                     prediction = prediction.clamp(*clip)
                 sample = self.schedule.step(prediction, timestep, sample)
@@ -327,21 +399,52 @@ class DiracTask:
         return _call(model, sample, x_hat, t, rate_input)
 
     def extra_state(self) -> dict[str, torch.Tensor]:
-        return {} if self.adversary is None else self.adversary.state()
+        state = {} if self.adversary is None else self.adversary.state()
+        partner = self._checked_partner()
+        if partner is not None:
+            state.update({f"{PARTNER}{k}": v for k, v in partner.state_dict().items()})
+        return state
 
     def load_extra_state(self, tensors: dict[str, torch.Tensor]) -> None:
         if self.adversary is not None:
             self.adversary.load(tensors)
+        config = self._partner_config()
+        if config is not None:
+            partner = DiracUNet(config)
+            state = {k[len(PARTNER):]: v for k, v in tensors.items() if k.startswith(PARTNER)}
+            load_exact(partner, state, str(self.checkpoint), error=EnhanceError)
+            self.partner = _frozen(partner, self.options)
+
+    def _networks(self, model: DiracUNet) -> tuple[DiracUNet, DiracUNet | None]:
+        """(later steps' network, first step's own or None) for a bundle or a pipeline, given the trained one."""
+        partner = self._checked_partner()
+        return (partner, model) if self.first_step else (model, partner)
 
     def validate(self, model: DiracUNet) -> dict:
         if self.validator is None:
             return {}
-        copy = DiracUNet(self.dirac.model)
-        copy.load_state_dict(model.state_dict())
-        return self.validator(DiracPipeline(copy, self.dirac, device=next(model.parameters()).device))
+        # Copies: the pipeline puts its networks in its own dtype.
+        later, first = (_copy(network) if network is not None else None for network in self._networks(model))
+        device = next(model.parameters()).device
+        return self.validator(DiracPipeline(later, self.dirac, device=device, first_step=first))
 
     def save_bundle(self, model: DiracUNet, directory: Path) -> None:
-        save_bundle(directory, model, self.dirac)
+        later, first = self._networks(model)
+        save_bundle(directory, later, self.dirac, first_step=first)
+
+
+def _training_device(options: TrainOptions) -> torch.device:
+    return torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+
+
+def _frozen(network: DiracUNet, options: TrainOptions) -> DiracUNet:
+    return network.to(_training_device(options), memory_format=torch.channels_last).eval().requires_grad_(False)
+
+
+def _copy(network: DiracUNet) -> DiracUNet:
+    copy = DiracUNet(network.config)
+    copy.load_state_dict(network.state_dict())
+    return copy
 
 
 def _call(model: DiracUNet, noisy, x_hat, t, rate_input) -> torch.Tensor:
@@ -378,7 +481,7 @@ class _Adversary:
 
     def __init__(self, options: TrainOptions, config: DiracConfig):
         self.options = options.adversarial
-        device = torch.device(options.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        device = _training_device(options)
         self.discriminator = PatchDiscriminator(config.model.image_channels, self.options.channels).to(device)
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=(0.5, 0.9))
 

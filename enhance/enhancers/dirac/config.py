@@ -1,8 +1,11 @@
 """The DIRAC bundle config: everything a model needs besides its weights.
 
-A bundle is a directory holding `config.json` (this) and `model.safetensors`. The
-config is read strictly: unknown keys or a newer format version are errors, so a
-bundle never loads into a model it was not trained as.
+A bundle is a directory holding `config.json` (this) and `model.safetensors`, and, when
+the config names a `first_step_model`, `first_step.safetensors`: a network of its own for
+the trajectory's first step (the fidelity end), so that end can be trained for fidelity
+alone without pulling the later (realism) steps back to the mean. The config is read
+strictly: unknown keys or a newer format version are errors, so a bundle never loads
+into a model it was not trained as.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from .model import DiracUNetConfig
 from .scheduler import ScheduleConfig
 
 FORMAT = "enhance.dirac"
-FORMAT_VERSION = 2
-# Version 2 added model.refine_blocks; a version-1 bundle's refiner (if any) has none.
-V1_MODEL_DEFAULTS = {"refine_blocks": 0}
+FORMAT_VERSION = 3
+# Keys later versions added, with the value an older bundle means: version 2 added
+# model.refine_blocks (a version-1 refiner has none), version 3 first_step_model (before
+# it, one network made every step).
+ADDED_MODEL_KEYS = {"refine_blocks": (2, 0)}
+ADDED_KEYS = {"first_step_model": (3, None)}
 
 
 class BundleError(WeightsError, ValueError):
@@ -122,16 +128,25 @@ def _list(value, key: str) -> list:
     return value
 
 
+def _check_model(value, name: str) -> dict:
+    model = _table(value, name, {f.name for f in fields(DiracUNetConfig)})
+    for key in ("image_channels", "unshuffle", "mid_blocks", "embed_dim", "refine_channels", "refine_blocks"):
+        _whole(model[key], f"{name}.{key}", 0 if key in ("mid_blocks", "refine_channels", "refine_blocks") else 1)
+    for key in ("channels", "blocks"):
+        for index, value in enumerate(_list(model[key], f"{name}.{key}")):
+            _whole(value, f"{name}.{key}[{index}]", 1 if key == "channels" else 0)
+    if type(model["rate_conditioned"]) is not bool:
+        raise ValueError(f"{name}.rate_conditioned must be true or false, got {json.dumps(model['rate_conditioned'])}")
+    return model
+
+
 def check_bundle_dict(data: dict) -> None:
     """Raises ValueError naming the key of the first value in a bundle config that has the wrong type or range."""
-    model = _table(data["model"], "model", {f.name for f in fields(DiracUNetConfig)})
-    for key in ("image_channels", "unshuffle", "mid_blocks", "embed_dim", "refine_channels", "refine_blocks"):
-        _whole(model[key], f"model.{key}", 0 if key in ("mid_blocks", "refine_channels", "refine_blocks") else 1)
-    for key in ("channels", "blocks"):
-        for index, value in enumerate(_list(model[key], f"model.{key}")):
-            _whole(value, f"model.{key}[{index}]", 1 if key == "channels" else 0)
-    if type(model["rate_conditioned"]) is not bool:
-        raise ValueError(f"model.rate_conditioned must be true or false, got {json.dumps(model['rate_conditioned'])}")
+    model = _check_model(data["model"], "model")
+    if data["first_step_model"] is not None:
+        first_step = _check_model(data["first_step_model"], "first_step_model")
+        if first_step["image_channels"] != model["image_channels"]:
+            raise ValueError("first_step_model must take the images model takes (the same image_channels)")
 
     schedule = _table(data["schedule"], "schedule", {f.name for f in fields(ScheduleConfig)})
     for key in ("num_train_timesteps", "t_start", "schedule_steps"):
@@ -185,6 +200,8 @@ class DiracConfig:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     thresholds: Thresholds | None = None
     default_steps: int = 1
+    # The first step's own network (weights in first_step.safetensors); None: `model` makes every step.
+    first_step_model: DiracUNetConfig | None = None
 
     def to_dict(self) -> dict:
         return {
@@ -197,6 +214,7 @@ class DiracConfig:
             "schedule": self.schedule.to_dict(),
             "thresholds": None if self.thresholds is None else self.thresholds.to_dict(),
             "default_steps": self.default_steps,
+            "first_step_model": None if self.first_step_model is None else self.first_step_model.to_dict(),
         }
 
     @classmethod
@@ -206,15 +224,7 @@ class DiracConfig:
         version = data.get("version")
         if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
             raise ValueError(f"config version {version!r} is not supported (this enhance reads {FORMAT_VERSION})")
-        expected = {"format", "version", "codec", "rate", "residual_scale", "model", "schedule", "thresholds", "default_steps"}
-        unknown, missing = set(data) - expected, expected - set(data)
-        if unknown or missing:
-            raise ValueError(f"config keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
-        if version == 1 and isinstance(data["model"], dict):
-            newer = sorted(set(V1_MODEL_DEFAULTS) & set(data["model"]))
-            if newer:
-                raise ValueError(f"model.{newer[0]} is not in config version 1 (it came with version 2)")
-            data = {**data, "model": {**data["model"], **V1_MODEL_DEFAULTS}}
+        data = _as_current_version(data, version)
         check_bundle_dict(data)
         rate = data["rate"]
         config = cls(
@@ -225,9 +235,11 @@ class DiracConfig:
             schedule=ScheduleConfig.from_dict(data["schedule"]),
             thresholds=None if data["thresholds"] is None else Thresholds.from_dict(data["thresholds"]),
             default_steps=int(data["default_steps"]),
+            first_step_model=None if data["first_step_model"] is None else DiracUNetConfig.from_dict(data["first_step_model"]),
         )
-        if config.model.rate_conditioned != (config.rate is not None):
-            raise ValueError("a rate-conditioned model needs a rate spec, and only it")
+        for network in filter(None, (config.model, config.first_step_model)):
+            if network.rate_conditioned != (config.rate is not None):
+                raise ValueError("a rate-conditioned model needs a rate spec, and only it")
         if not 1 <= config.default_steps <= config.schedule.schedule_steps:
             raise ValueError("default_steps must lie in 1..schedule_steps")
         return config
@@ -244,6 +256,24 @@ class DiracConfig:
             return cls.from_dict(data)
         except (OSError, ValueError, KeyError, TypeError) as error:
             raise BundleError(f"{path}: {error}") from None
+
+
+def _as_current_version(data: dict, version: int) -> dict:
+    """A config of `version` with this version's keys: those added since take the value an
+    older bundle means; one its version did not have is refused, as any unknown key."""
+    expected = {"format", "version", "codec", "rate", "residual_scale", "model", "schedule", "thresholds", "default_steps"}
+    expected |= {key for key, (since, _) in ADDED_KEYS.items() if version >= since}
+    unknown, missing = set(data) - expected, expected - set(data)
+    if unknown or missing:
+        raise ValueError(f"config keys: unknown {sorted(unknown)}, missing {sorted(missing)}")
+    data = {**data, **{key: value for key, (since, value) in ADDED_KEYS.items() if version < since}}
+    if isinstance(data["model"], dict):
+        for key, (since, value) in ADDED_MODEL_KEYS.items():
+            if version < since and key in data["model"]:
+                raise ValueError(f"model.{key} is not in config version {version} (it came with version {since})")
+            if version < since:
+                data["model"] = {**data["model"], key: value}
+    return data
 
 
 def _refuse_constant(name: str):

@@ -9,6 +9,7 @@ import torch
 
 from ...compute import fast_dtype
 from ...weights import load_exact, load_safetensors
+from .. import FIRST_STEP_WEIGHTS_FILE, WEIGHTS_FILE
 from .config import BundleError, DiracConfig
 from .model import DiracUNet
 from .scheduler import LateStartDDIM
@@ -46,13 +47,18 @@ def load_state_dict_strict(model: torch.nn.Module, path: Path, *, new_modules: t
 class DiracPipeline:
     """Enhances decoded images given as tensors; see `enhance.enhancers.dirac.DiracEnhancer` for arrays."""
 
-    def __init__(self, model: DiracUNet, config: DiracConfig, device=None, dtype=None):
+    def __init__(self, model: DiracUNet, config: DiracConfig, device=None, dtype=None, first_step: DiracUNet | None = None):
+        """`first_step` is the first step's own network, given exactly when the config names one."""
+        if (first_step is None) != (config.first_step_model is None):
+            raise ValueError("a first-step network is given exactly when the config names a first_step_model")
         self.config = config
         self.device = torch.device(device) if device is not None else default_device()
         # bf16 where it is fast (`enhance.compute`); the benchmark measures its PSNR cost
         # (under 0.01 dB for the shipped model).
         self.dtype = dtype or fast_dtype(self.device)
-        self.model = model.to(device=self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()
+        place = lambda network: network.to(device=self.device, dtype=self.dtype, memory_format=torch.channels_last).eval()  # noqa: E731
+        self.model = place(model)
+        self.first_step = place(first_step) if first_step is not None else self.model
         self.schedule = LateStartDDIM(config.schedule)
 
     @classmethod
@@ -60,8 +66,12 @@ class DiracPipeline:
         directory = Path(directory)
         config = DiracConfig.load(directory / "config.json")
         model = DiracUNet(config.model)
-        load_state_dict_strict(model, directory / "model.safetensors")
-        return cls(model, config, device=device, dtype=dtype)
+        load_state_dict_strict(model, directory / WEIGHTS_FILE)
+        first_step = None
+        if config.first_step_model is not None:
+            first_step = DiracUNet(config.first_step_model)
+            load_state_dict_strict(first_step, directory / FIRST_STEP_WEIGHTS_FILE)
+        return cls(model, config, device=device, dtype=dtype, first_step=first_step)
 
     def check_steps(self, steps: int) -> int:
         limit = self.config.schedule.schedule_steps
@@ -108,7 +118,8 @@ class DiracPipeline:
         for index, timestep in enumerate(self.schedule.timesteps[: max(stops)], start=1):
             t = torch.full((batch,), int(timestep), device=self.device)
             model_input = sample.to(self.dtype).contiguous(memory_format=torch.channels_last)
-            prediction = self.model(model_input, decoded, t, rate_input).float()
+            network = self.first_step if index == 1 else self.model
+            prediction = network(model_input, decoded, t, rate_input).float()
             if clip is not None:
                 prediction = prediction.clamp(*clip)
             if index in stops:

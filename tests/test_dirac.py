@@ -513,6 +513,10 @@ def test_training_a_first_step_network_keeps_the_later_steps_and_resumes(photo_f
         train(replace(options, steps=4, first_step_network=False))
     with pytest.raises(EnhanceError, match="--init-from"):
         train(replace(options, out=tmp_path / "alone", init_from=None))
+    # The first step's network grows on its own (it alone decides the fidelity end's cost).
+    deeper = train(replace(options, out=tmp_path / "deeper", steps=1, val=None, model=replace(TINY_MODEL, mid_blocks=2)))
+    assert DiracConfig.load(deeper / "config.json").first_step_model.mid_blocks == 2
+    assert DiracConfig.load(deeper / "config.json").model == TINY_MODEL
     # The realism steps of a bundle with its own first step train on that first step, which stays.
     first = load_file(str(resumed / "first_step.safetensors"))
     realism = replace(options, out=tmp_path / "realism", init_from=bundle, first_step_network=False, val=None, adversarial=AdversarialOptions())

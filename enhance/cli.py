@@ -222,7 +222,7 @@ def train(
     from .train.adversarial import AdversarialOptions
     from .train.dirac import TrainOptions, train as run_training
 
-    model = _dirac_model_shape(init_from, refine_channels=refine_channels, refine_blocks=refine_blocks, mid_blocks=mid_blocks)
+    model = _dirac_model_shape(init_from, first_step_network, refine_channels=refine_channels, refine_blocks=refine_blocks, mid_blocks=mid_blocks)
     options = TrainOptions(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, cooldown=cooldown, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
@@ -236,15 +236,17 @@ def train(
     typer.echo(f"bundle: {bundle}")
 
 
-def _dirac_model_shape(init_from: Optional[Path], **changes: Optional[int]):
-    """The model `enhance train` asks for: the --init-from bundle's (or the default) with the given
-    changes; None when nothing is asked, so a resume or a plain continuation keeps its own."""
+def _dirac_model_shape(init_from: Optional[Path], first_step_network: bool, **changes: Optional[int]):
+    """The model `enhance train` asks for: the network it trains in the --init-from bundle (or the
+    default) with the given changes; None when nothing is asked, so a resume or a plain
+    continuation keeps its own."""
     from .enhancers.dirac import DiracConfig, DiracUNetConfig
+    from .train.dirac import trained_network
 
     asked = {key: value for key, value in changes.items() if value is not None}
     if not asked:
         return None
-    base = DiracConfig.load(init_from / "config.json").model if init_from else DiracUNetConfig()
+    base = trained_network(DiracConfig.load(init_from / "config.json"), first_step_network) if init_from else DiracUNetConfig()
     return replace(base, **asked)
 
 

@@ -661,6 +661,13 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     assert received[0].model == replace(DiracUNetConfig(), mid_blocks=3)
     assert received[1].adversarial is None and received[1].schedule_steps == 4 and received[1].model is None
     assert received[0].start_step_share == 0.25 and received[1].start_step_share == 1.0
+    # A first-step network grows from its own shape, not from the later steps' network.
+    bundle = make_tiny_bundle(tmp_path / "bundle")
+    config = DiracConfig.load(bundle / "config.json")
+    replace(config, first_step_model=replace(TINY_MODEL, mid_blocks=2)).save(bundle / "config.json")
+    grow = ["--init-from", str(bundle), "--first-step-network", "--refine-blocks", "1"]
+    assert CliRunner().invoke(app, arguments + grow).exit_code == 0
+    assert received[2].model == replace(TINY_MODEL, mid_blocks=2, refine_blocks=1) and received[2].first_step_network
     assert received[0].trainer_options().cooldown == 0 and received[1].trainer_options().cooldown == 300
 
 

@@ -205,12 +205,11 @@ def train(
         0.25, "--fine-mse-weight", help="Weight of the full-band MSE beside the coarse one in the realism steps (lower: more texture).",
     ),
     energy_weight: float = typer.Option(1.0, "--energy-weight", help="Weight of the local fine-band energy term in the realism steps (0: off)."),
+    energy_chroma_weight: float = typer.Option(0.0, "--energy-chroma-weight", help="Add the energy term on Cb and Cr, each weighing as the luma at 1.0 (0: luma alone)."),
     patch_distribution_weight: float = typer.Option(
         0.0, "--patch-distribution-weight", help="Weight of the patch-distribution (sliced Wasserstein) texture term in the realism steps (0: off).",
     ),
-    patch_distribution_levels: int = typer.Option(
-        2, "--patch-distribution-levels", min=1, help="Laplacian bands (finest first) the patch-distribution term compares.",
-    ),
+    patch_distribution_levels: int = typer.Option(2, "--patch-distribution-levels", min=1, help="Laplacian bands (finest first) the patch-distribution term compares."),
     patch_distribution_ycbcr: bool = typer.Option(
         False, "--patch-distribution-ycbcr", help="Compare patches in luma and chroma, each at unit spread, not in R, G and B.",
     ),
@@ -227,7 +226,7 @@ def train(
         codec=codec, data=data, out=out, val=val, steps=steps, minutes=minutes,
         batch=batch, crop=crop, lr=lr, warmup=warmup, cooldown=cooldown, val_every=val_every, device=device, seed=seed, init_from=init_from, model=model,
         start_step_share=first_step_share, first_step_network=first_step_network, schedule_steps=schedule_steps, adversarial=AdversarialOptions(
-            weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight,
+            weight=adversarial_weight, fine_mse_weight=fine_mse_weight, energy_weight=energy_weight, energy_chroma_weight=energy_chroma_weight,
             patch_distribution_weight=patch_distribution_weight, patch_distribution_levels=patch_distribution_levels,
             patch_distribution_ycbcr=patch_distribution_ycbcr, fidelity_share=fidelity_share,
         ) if adversarial else None,

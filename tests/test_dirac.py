@@ -651,12 +651,12 @@ def test_the_train_command_passes_the_realism_weights_through(monkeypatch, photo
     monkeypatch.setattr(train_module, "train", lambda options, log: received.append(options) or tmp_path)
     arguments = ["train", "--data", str(photo_folder), "--out", str(tmp_path / "run"), "--schedule-steps", "4"]
     realism = ["--adversarial", "--adversarial-weight", "0.7", "--fine-mse-weight", "0.1", "--patch-distribution-weight", "2"]
-    bands = ["--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5", "--mid-blocks", "3"]
+    bands = ["--energy-chroma-weight", "1.5", "--patch-distribution-levels", "3", "--patch-distribution-ycbcr", "--fidelity-share", "0.5", "--mid-blocks", "3"]
     assert CliRunner().invoke(app, arguments + realism + bands).exit_code == 0
     assert CliRunner().invoke(app, arguments + ["--first-step-share", "1", "--cooldown", "300"]).exit_code == 0
     assert received[0].adversarial == AdversarialOptions(
         weight=0.7, fine_mse_weight=0.1, patch_distribution_weight=2.0, patch_distribution_levels=3, patch_distribution_ycbcr=True,
-        fidelity_share=0.5,
+        fidelity_share=0.5, energy_chroma_weight=1.5,
     )
     assert received[0].model == replace(DiracUNetConfig(), mid_blocks=3)
     assert received[1].adversarial is None and received[1].schedule_steps == 4 and received[1].model is None
@@ -689,6 +689,25 @@ def test_the_texture_energy_term_measures_the_fine_band_as_the_metric_does_and_w
     missing = texture_energy_loss(flat, textured_right)
     assert missing > 0.02
     assert texture_energy_loss(textured_left, textured_right) == pytest.approx(2 * missing.item(), rel=0.1)
+
+
+def test_the_texture_energy_term_with_chroma_asks_for_the_originals_chroma_texture_as_strongly_as_its_luma():
+    from enhance.train.adversarial import YCBCR, texture_energy_loss
+
+    to_rgb = torch.linalg.inv(torch.tensor(YCBCR))
+    rgb = lambda y, cb, cr: torch.einsum("ij,njhw->nihw", to_rgb, torch.cat([y, cb, cr], dim=1))  # noqa: E731
+    texture = lambda seed, strength: strength * torch.randn(1, 1, 32, 32, generator=torch.Generator().manual_seed(seed))  # noqa: E731
+    flat = torch.zeros(1, 1, 32, 32)
+    # An original whose chroma texture is a quarter as strong as its luma texture, as in photos.
+    luma, cb, cr = texture(0, 0.2), texture(1, 0.05), texture(2, 0.05)
+    original = rgb(luma, cb, cr)
+    without_chroma, without_luma = rgb(luma, flat, flat), rgb(flat, cb, cr)
+    # Luma alone does not see lost chroma texture; with chroma at weight 1 it costs as much as lost luma texture.
+    assert texture_energy_loss(without_chroma, original).item() < 1e-3
+    lost_chroma = texture_energy_loss(without_chroma, original, chroma_weight=1.0).item()
+    lost_luma = texture_energy_loss(without_luma, original, chroma_weight=1.0).item()
+    assert lost_chroma == pytest.approx(lost_luma, rel=0.25) and lost_chroma > 0.02
+    assert texture_energy_loss(original, original, chroma_weight=1.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_the_patch_distribution_term_prefers_the_originals_structure_to_blur_or_noise_and_ignores_position():

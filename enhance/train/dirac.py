@@ -498,7 +498,7 @@ class _Adversary:
         self.optimizer.step()
         disc.requires_grad_(False)
         fake_logits, fake_features = disc(output, x_hat)
-        energy = texture_energy_loss(output, original)
+        energy = texture_energy_loss(output, original, chroma_weight=self.options.energy_chroma_weight)
         distribution = (
             patch_distribution_loss(
                 output, original, levels=self.options.patch_distribution_levels, ycbcr=self.options.patch_distribution_ycbcr

@@ -757,3 +757,38 @@ def test_the_patch_distribution_term_in_ycbcr_weighs_lost_chroma_detail_as_much_
     assert chroma_over_luma(ycbcr=False) < 0.5 * chroma_over_luma(ycbcr=True)
     grey = original[:, :1]
     assert patch_distribution_loss(grey, grey, ycbcr=True).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_crops_of_a_jpeg_source_with_subsampled_chroma_are_marked_as_lacking_fine_chroma(tmp_path):
+    from enhance.train.data import CropSampler, JpegDegradation
+
+    photo = Image.fromarray(natural_image(64, 64))
+    photo.save(tmp_path / "lossless.png")
+    photo.save(tmp_path / "full.jpg", quality=95, subsampling="4:4:4")
+    photo.save(tmp_path / "subsampled.jpg", quality=95, subsampling="4:2:0")
+    colour, grey = JpegDegradation(greyscale_share=0.0), JpegDegradation(greyscale_share=1.0)
+    marks = lambda name, degradation: CropSampler([tmp_path / name], 32, degradation).batch(6).full_chroma  # noqa: E731
+    assert marks("lossless.png", colour).all() and marks("full.jpg", colour).all()
+    assert not marks("subsampled.jpg", colour).any()
+    # A greyscale target's chroma is exactly known (none), whatever its source.
+    assert marks("subsampled.jpg", grey).all()
+
+
+def test_losses_do_not_see_the_finest_chroma_of_crops_whose_source_lacked_it():
+    from enhance.train.adversarial import YCBCR, without_unknown_chroma
+
+    to_rgb = torch.linalg.inv(torch.tensor(YCBCR))
+    rgb = lambda y, cb, cr: torch.einsum("ij,njhw->nihw", to_rgb, torch.cat([y, cb, cr], dim=1))  # noqa: E731
+    rows = torch.arange(32.0).view(1, 1, 32, 1).expand(1, 1, 32, 32)
+    smooth = torch.sin(rows / 6).repeat(2, 1, 1, 1)
+    checker = 0.1 * (-1.0) ** (rows + rows.transpose(2, 3)).repeat(2, 1, 1, 1)
+    full_chroma = torch.tensor([True, False])
+    # A prediction wrong only in the finest chroma band: an error for the crop whose source had
+    # full chroma, none for the other; its luma and its coarse chroma are still compared.
+    fine_chroma_error = rgb(torch.zeros_like(smooth), checker, -checker)
+    seen = without_unknown_chroma(fine_chroma_error, full_chroma)
+    assert torch.equal(seen[0], fine_chroma_error[0])
+    assert seen[1].pow(2).mean() < 1e-4 * fine_chroma_error[1].pow(2).mean()
+    coarse_errors = rgb(smooth, 0.5 * smooth, -smooth)
+    seen = without_unknown_chroma(coarse_errors, full_chroma)
+    assert (seen[1] - coarse_errors[1]).pow(2).mean() < 0.01 * coarse_errors[1].pow(2).mean()

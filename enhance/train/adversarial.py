@@ -212,6 +212,21 @@ def _ycbcr(images: torch.Tensor) -> torch.Tensor:
     return torch.einsum("ij,njhw->nihw", matrix, images)
 
 
+def without_unknown_chroma(images: torch.Tensor, full_chroma: torch.Tensor) -> torch.Tensor:
+    """N x 3 x H x W images (or residuals) with the finest Laplacian band of Cb and Cr taken out
+    where `full_chroma` is False: what a loss may compare for a crop whose source file had
+    subsampled chroma. Applied to output and target alike, it leaves that band to the crops that
+    hold it, so 4:2:0 sources no longer teach the enhancer that fine chroma is absent; their
+    luma still teaches. Linear, so residuals and images can take it interchangeably."""
+    if images.shape[1] != 3 or bool(full_chroma.all()):
+        return images
+    chroma_band = _colour_bands(_ycbcr(images.float())[:, 1:], 1)[0]
+    from_chroma = torch.linalg.inv(torch.tensor(YCBCR, dtype=torch.float64))[:, 1:].to(chroma_band)
+    fine_chroma = torch.einsum("ij,njhw->nihw", from_chroma, chroma_band).to(images.dtype)
+    keep = full_chroma.to(images.device).view(-1, 1, 1, 1)
+    return torch.where(keep, images, images - fine_chroma)
+
+
 def patch_distribution_loss(
     output: torch.Tensor, original: torch.Tensor, levels: int = 2, directions: int = 32, patches: int = 1024,
     ycbcr: bool = False,

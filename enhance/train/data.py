@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image
+from PIL import Image, JpegImagePlugin
 
 from ..image import find_images  # noqa: F401  (train/latents.py imports it from here)
 
@@ -29,6 +30,14 @@ def every_nth_per_folder(paths: list[Path], n: int) -> list[Path]:
 def load_rgb(path: Path) -> np.ndarray:
     with Image.open(path) as im:
         return np.asarray(im.convert("RGB"))
+
+
+def has_full_chroma(path: Path) -> bool:
+    """False for a JPEG file with subsampled chroma (4:2:0 or 4:2:2): its colour holds nothing
+    above half resolution, so its crops cannot teach the finest chroma band. BSDS500's files are
+    4:2:0; with them as targets the realism end's finest chroma was 57% of the originals' (q10, val)."""
+    with Image.open(path) as im:
+        return not (im.format == "JPEG" and JpegImagePlugin.get_sampling(im) > 0)
 
 
 @dataclass(frozen=True)
@@ -70,17 +79,30 @@ class JpegDegradation:
 DEGRADATIONS = {"jpeg": JpegDegradation}
 
 
+class CropBatch(NamedTuple):
+    targets: np.ndarray  # uint8 N x crop x crop x 3
+    decoded: np.ndarray  # the same, through the codec
+    rates: np.ndarray  # int N
+    # bool N: the target's chroma is whole (its source's chroma is full resolution, or the target is grey).
+    full_chroma: np.ndarray
+
+
+def _is_grey(image: np.ndarray) -> bool:
+    return bool((image[..., 0] == image[..., 1]).all() and (image[..., 1] == image[..., 2]).all())
+
+
 class CropSampler:
     """Holds decoded training photos in memory and draws degraded crop batches."""
 
     def __init__(self, paths: list[Path], crop: int, degradation, seed: int = 0):
         self.crop = crop
         self.degradation = degradation
-        self.images = []
+        self.images, self.full_chroma = [], []
         for path in paths:
             image = load_rgb(path)
             if min(image.shape[:2]) >= crop:
                 self.images.append(image)
+                self.full_chroma.append(has_full_chroma(path))
         if not self.images:
             raise ValueError(f"no training image is at least {crop} px on its shorter side")
         areas = np.array([im.shape[0] * im.shape[1] for im in self.images], dtype=np.float64)
@@ -94,10 +116,9 @@ class CropSampler:
         """Reseed so a resumed run draws different batches from the ones already seen."""
         self.rng = np.random.default_rng([seed, step])
 
-    def batch(self, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Returns (targets, decoded, rates): uint8 Nx crop x crop x3 twice, and int rates."""
+    def batch(self, size: int) -> CropBatch:
         rng, crop = self.rng, self.crop
-        targets, decoded, rates = [], [], []
+        targets, decoded, rates, full_chroma = [], [], [], []
         for index in rng.choice(len(self.images), size=size, p=self.weights):
             image = self.images[index]
             y = int(rng.integers(0, image.shape[0] - crop + 1))
@@ -112,4 +133,5 @@ class CropSampler:
             targets.append(target)
             decoded.append(dec)
             rates.append(rate)
-        return np.stack(targets), np.stack(decoded), np.array(rates)
+            full_chroma.append(self.full_chroma[index] or _is_grey(target))
+        return CropBatch(np.stack(targets), np.stack(decoded), np.array(rates), np.array(full_chroma))

@@ -41,6 +41,7 @@ from .adversarial import (
     generator_loss,
     patch_distribution_loss,
     texture_energy_loss,
+    without_unknown_chroma,
 )
 from .data import DEGRADATIONS, CropSampler, load_rgb
 from .trainer import Trainer, TrainerOptions, adam_tensors, restore_adam
@@ -341,19 +342,21 @@ class DiracTask:
             self.sampler.set_state(self.options.seed, step)
         self._next_step = step + 1
         device = next(model.parameters()).device
-        targets, decoded, rates = self.sampler.batch(self.options.batch)
-        x, x_hat = to_unit(targets, device), to_unit(decoded, device)
+        crops = self.sampler.batch(self.options.batch)
+        x, x_hat = to_unit(crops.targets, device), to_unit(crops.decoded, device)
         residual = (x - x_hat) * self.dirac.residual_scale
+        rates = crops.rates
         rate_input = None
         if self.dirac.rate is not None:
             rate_input = torch.tensor([self.dirac.rate.normalise(r) for r in rates], device=device, dtype=torch.float32)
+        full_chroma = torch.from_numpy(crops.full_chroma).to(device)
         if self.adversary is not None:
-            return self._realism_loss(model, x_hat, residual, rate_input, rates, step)
+            return self._realism_loss(model, x_hat, residual, rate_input, rates, step, full_chroma)
         noisy, t = self._noised(residual)
         prediction = _call(model, noisy, x_hat, t, rate_input)
-        return torch.mean((prediction - residual) ** 2), {}
+        return _mse(prediction, residual, full_chroma), {}
 
-    def _realism_loss(self, model, x_hat, residual, rate_input, rates, step: int):
+    def _realism_loss(self, model, x_hat, residual, rate_input, rates, step: int, full_chroma):
         """x0 MSE at the first step for a share of the batch (the fidelity end); for the rest, the
         prediction at a later step of the model's own sampling trajectory, judged by the discriminator."""
         n = residual.shape[0]
@@ -369,14 +372,16 @@ class DiracTask:
         fidelity_mse = residual.new_zeros(())
         if n_fidelity:
             prediction = _call(model, start[fidelity], x_hat[fidelity], first[fidelity], rate_of(fidelity))
-            fidelity_mse = torch.mean((prediction - residual[fidelity]) ** 2)
+            fidelity_mse = _mse(prediction, residual[fidelity], full_chroma[fidelity])
             scalars["fidelity_mse"] = fidelity_mse.item()
         realism = slice(n_fidelity, n)
         steps = int(np.random.default_rng([self.options.seed, step, 1]).integers(2, self.dirac.schedule.schedule_steps + 1))
         networks = (first_step_network or model, model)
         prediction = self._trajectory(networks, start[realism], x_hat[realism], rate_of(realism), rates[realism], steps)
         scaled = self.dirac.residual_scale
-        losses = self.adversary.generator_losses(model, prediction, residual[realism], x_hat[realism], scaled)
+        losses = self.adversary.generator_losses(
+            model, prediction, residual[realism], x_hat[realism], scaled, full_chroma[realism]
+        )
         share = (n - n_fidelity) / n
         total = (1 - share) * fidelity_mse + share * losses.pop("total")
         return total, {**scalars, "steps": steps, **losses}
@@ -453,6 +458,11 @@ def _call(model: DiracUNet, noisy, x_hat, t, rate_input) -> torch.Tensor:
     return prediction.float()
 
 
+def _mse(prediction: torch.Tensor, residual: torch.Tensor, full_chroma: torch.Tensor) -> torch.Tensor:
+    """MSE blind to the finest chroma of crops whose source lacked it (`without_unknown_chroma`)."""
+    return torch.mean(without_unknown_chroma(prediction - residual, full_chroma) ** 2)
+
+
 def _with_schedule_steps(config: DiracConfig, steps: int) -> DiracConfig:
     """The config sampling the same late-start span in `steps` steps, its default the realism end."""
     schedule = replace(config.schedule, schedule_steps=steps)
@@ -485,8 +495,11 @@ class _Adversary:
         self.discriminator = PatchDiscriminator(config.model.image_channels, self.options.channels).to(device)
         self.optimizer = torch.optim.Adam(self.discriminator.parameters(), lr=self.options.lr, betas=(0.5, 0.9))
 
-    def generator_losses(self, model: DiracUNet, prediction, residual, x_hat, scale: float) -> dict:
-        """Updates the discriminator on this batch, then returns the generator's losses (key "total" has the gradient)."""
+    def generator_losses(self, model: DiracUNet, prediction, residual, x_hat, scale: float, full_chroma) -> dict:
+        """Updates the discriminator on this batch, then returns the generator's losses (key "total" has the gradient).
+
+        Every term, the discriminator's too, sees the residuals through `without_unknown_chroma`."""
+        prediction, residual = without_unknown_chroma(prediction, full_chroma), without_unknown_chroma(residual, full_chroma)
         output, original = x_hat + prediction / scale, x_hat + residual / scale
         disc = self.discriminator
         disc.requires_grad_(True)

@@ -26,7 +26,8 @@ def measure_thresholds(
     for rate in rates:
         fixed = replace(sampler.degradation, quality_min=int(rate), quality_max=int(rate), low_quality_max=int(rate))
         sampler.degradation = fixed
-        targets, decoded, _ = sampler.batch(crops_per_rate)
+        crops = sampler.batch(crops_per_rate)
+        targets, decoded = crops.targets, crops.decoded
         residual = (targets.astype(np.float32) - decoded.astype(np.float32)) / 127.5 * residual_scale
         flat = residual.reshape(-1, 3)
         lower.append(tuple(float(v) for v in np.percentile(flat, 100 - percentile, axis=0)))
